@@ -1,0 +1,62 @@
+"""Bearer tokens (contract §2): HS256 JWTs with `sub`, `role` and `exp`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+import jwt
+
+ALGORITHM = "HS256"
+DEFAULT_TTL_S = 24 * 3600
+
+
+class Role(StrEnum):
+    NPC = "npc"
+    VIEWER = "viewer"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    sub: str
+    role: Role
+    exp: int
+
+
+class InvalidToken(Exception):
+    """Missing, malformed, expired or forged (HTTP 401)."""
+
+
+def issue_token(secret: str, role: Role | str, sub: str, ttl_s: int = DEFAULT_TTL_S) -> str:
+    now = int(time.time())
+    payload = {"sub": sub, "role": Role(role).value, "iat": now, "exp": now + ttl_s}
+    return jwt.encode(payload, secret, algorithm=ALGORITHM)
+
+
+def verify_token(secret: str, token: str | None) -> Claims:
+    """The token's claims, or :class:`InvalidToken` saying why not."""
+    if not token:
+        raise InvalidToken("missing bearer token")
+    try:
+        payload = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "role", "exp"]}
+        )
+    except jwt.ExpiredSignatureError:
+        raise InvalidToken("token expired") from None
+    except jwt.InvalidTokenError as exc:
+        raise InvalidToken(f"invalid token: {exc}") from None
+    sub, role = payload.get("sub"), payload.get("role")
+    if type(sub) is not str or not sub or role not in Role.__members__.values():
+        raise InvalidToken("invalid token: bad sub or role")
+    return Claims(sub=sub, role=Role(role), exp=int(payload["exp"]))
+
+
+def bearer_from(authorization: str | None, query_token: str | None) -> str | None:
+    """The token from `Authorization: Bearer T`, else from `?token=T`."""
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return query_token or None

@@ -1,0 +1,263 @@
+"""Contract v1 on the wire, sans I/O: encodings, message validation, error and close codes.
+
+Nothing here touches a socket or a clock. `decode` turns a frame into a map, `parse_bot` /
+`parse_viewer` turn a map into a validated message (or raise :class:`ProtocolError`), and
+`encode` turns a map into frame bytes. The session handlers are thin adaptors around this.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from enum import IntEnum, StrEnum
+from typing import Any
+
+import msgpack
+import orjson
+
+from gateway.types import MetricRow, PositionUpdate
+
+MAX_FRAME_BYTES = 64 * 1024
+MAX_COORD = 30_000_000
+MIN_Y, MAX_Y = -2048, 2048
+MAX_NAME = 64
+MAX_DIM = 64
+DEFAULT_DIM = "overworld"
+
+STATUS_RE = re.compile(r"[a-z0-9_-]{1,32}")
+NPC_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+class Encoding(StrEnum):
+    JSON = "aicraft.v1.json"
+    MSGPACK = "aicraft.v1.msgpack"
+
+
+SUBPROTOCOLS = (Encoding.JSON.value, Encoding.MSGPACK.value)
+
+
+class ErrorCode(StrEnum):
+    BAD_ENCODING = "bad_encoding"
+    BAD_MESSAGE = "bad_message"
+    UNKNOWN_TYPE = "unknown_type"
+    FORBIDDEN = "forbidden"
+    RATE_LIMITED = "rate_limited"
+    BUSY = "busy"
+    TIMEOUT = "timeout"
+    UNAVAILABLE = "unavailable"
+
+
+class CloseCode(IntEnum):
+    GOING_AWAY = 1001
+    POLICY = 1008
+    TOO_BIG = 1009
+    DELETED = 4404
+    REPLACED = 4409
+
+
+class ProtocolError(Exception):
+    """A frame or message the contract rejects; becomes an `error` message to the sender."""
+
+    def __init__(self, code: ErrorCode, message: str, ref: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+    def to_message(self) -> dict[str, Any]:
+        msg: dict[str, Any] = {"type": "error", "code": self.code.value, "message": self.message}
+        if self.ref is not None:
+            msg["ref"] = self.ref
+        return msg
+
+
+# -- codec ---------------------------------------------------------------------------------------
+
+_packb = msgpack.Packer(use_bin_type=True).pack
+
+
+def encode(message: Any, encoding: Encoding) -> bytes:
+    """Frame payload for `message` (UTF-8 JSON for text frames, or msgpack)."""
+    if encoding is Encoding.JSON:
+        return orjson.dumps(message)
+    return msgpack.packb(message, use_bin_type=True)
+
+
+def decode(data: bytes | str, encoding: Encoding) -> dict[str, Any]:
+    """The map a frame carries; `bad_encoding` if it does not parse, `bad_message` if no map."""
+    try:
+        if encoding is Encoding.JSON:
+            value = orjson.loads(data)
+        else:
+            if isinstance(data, str):
+                raise ValueError("text frame on the msgpack subprotocol")
+            value = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        raise ProtocolError(ErrorCode.BAD_ENCODING, f"frame is not valid {encoding.name}") from None
+    if type(value) is not dict:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message must be a map")
+    return value
+
+
+def negotiate(offered: list[str]) -> Encoding:
+    """The encoding for the client's offered subprotocols; JSON when none matches."""
+    for name in offered:
+        if name == Encoding.MSGPACK.value:
+            return Encoding.MSGPACK
+        if name == Encoding.JSON.value:
+            return Encoding.JSON
+    return Encoding.JSON
+
+
+# -- field checks --------------------------------------------------------------------------------
+
+
+def _ref(msg: dict[str, Any]) -> Any:
+    ref = msg.get("ref")
+    if ref is None:
+        return None
+    if type(ref) is int or (type(ref) is str and len(ref) <= 128):
+        return ref
+    raise ProtocolError(ErrorCode.BAD_MESSAGE, "ref must be a string (≤128) or an integer")
+
+
+def _number(msg: dict[str, Any], key: str, ref: Any) -> float:
+    value = msg.get(key)
+    # `type(...) in` rejects bool (a subclass of int) and every other look-alike.
+    if type(value) is float:
+        if math.isfinite(value):
+            return value
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{key} must be finite", ref)
+    if type(value) is int:
+        return float(value)
+    if value is None:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{key} is required (a number)", ref)
+    raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{key} must be a number", ref)
+
+
+def _optional_number(msg: dict[str, Any], key: str, ref: Any, default: float) -> float:
+    return default if msg.get(key) is None else _number(msg, key, ref)
+
+
+def _string(msg: dict[str, Any], key: str, ref: Any, max_len: int) -> str:
+    value = msg.get(key)
+    if type(value) is not str or not 0 < len(value) <= max_len:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{key} must be a string of 1-{max_len}", ref)
+    return value
+
+
+# -- bot messages --------------------------------------------------------------------------------
+
+
+def parse_position(msg: dict[str, Any], npc_id: str, ref: Any) -> PositionUpdate:
+    x = _number(msg, "x", ref)
+    y = _number(msg, "y", ref)
+    z = _number(msg, "z", ref)
+    if not (-MAX_COORD <= x <= MAX_COORD and -MAX_COORD <= z <= MAX_COORD and MIN_Y <= y <= MAX_Y):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "position out of the world's range", ref)
+    dim = msg.get("dim")
+    if dim is None:
+        dim = DEFAULT_DIM
+    elif type(dim) is not str or not 0 < len(dim) <= MAX_DIM:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"dim must be a string of 1-{MAX_DIM}", ref)
+    return {
+        "id": npc_id,
+        "x": x,
+        "y": y,
+        "z": z,
+        "yaw": _optional_number(msg, "yaw", ref, 0.0),
+        "pitch": _optional_number(msg, "pitch", ref, 0.0),
+        "dim": dim,
+    }
+
+
+def parse_status(msg: dict[str, Any], ref: Any) -> str:
+    status = msg.get("status")
+    if type(status) is not str or not STATUS_RE.fullmatch(status):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "status must match [a-z0-9_-]{1,32}", ref)
+    return status
+
+
+def parse_metric(msg: dict[str, Any], npc_id: str, ref: Any, now_ms: int) -> MetricRow:
+    name = _string(msg, "name", ref, MAX_NAME)
+    value = _number(msg, "value", ref)
+    ts = msg.get("ts")
+    if ts is None:
+        ts_ms = now_ms
+    else:
+        ts_ms = int(_number(msg, "ts", ref))
+        if ts_ms < 0:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "ts must be epoch milliseconds", ref)
+    return MetricRow(npc_id, name, value, ts_ms)
+
+
+def parse_event(msg: dict[str, Any], ref: Any) -> tuple[str, dict[str, Any]]:
+    name = _string(msg, "name", ref, MAX_NAME)
+    data = msg.get("data")
+    if data is None:
+        data = {}
+    elif type(data) is not dict:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "data must be a map", ref)
+    return name, data
+
+
+def parse_ack(msg: dict[str, Any], ref: Any) -> str | int:
+    cid = msg.get("id")
+    if type(cid) is int or (type(cid) is str and 0 < len(cid) <= 128):
+        return cid
+    raise ProtocolError(ErrorCode.BAD_MESSAGE, "id must be a command id", ref)
+
+
+BOT_TYPES = frozenset({"pos", "status", "metric", "event", "path", "mining_plan", "ping", "ack"})
+VIEWER_TYPES = frozenset({"subscribe", "ping"})
+
+
+def message_type(msg: dict[str, Any], allowed: frozenset[str]) -> tuple[str, Any]:
+    """The message's `type` and `ref`, checked against the types this endpoint takes."""
+    ref = _ref(msg)
+    kind = msg.get("type")
+    if type(kind) is not str:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "type must be a string", ref)
+    if kind not in allowed:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:40]!r}", ref)
+    return kind, ref
+
+
+# -- viewer messages -----------------------------------------------------------------------------
+
+Area = tuple[float, float, float, float]  # x0, z0, x1, z1 with x0 <= x1 and z0 <= z1
+
+
+def parse_subscribe(msg: dict[str, Any], ref: Any) -> tuple[str | None, Area | None]:
+    """(dim, area) of a `subscribe`; (None, None) restores everything."""
+    area = msg.get("area")
+    dim = msg.get("dim")
+    if area is None:
+        if dim is not None and (type(dim) is not str or not 0 < len(dim) <= MAX_DIM):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "dim must be a string", ref)
+        return (dim if area is None and dim is not None else None), None
+    if type(area) is not list or len(area) != 4:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "area must be [x0, z0, x1, z1]", ref)
+    nums = []
+    for value in area:
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "area must hold four finite numbers", ref)
+        nums.append(float(value))
+    x0, z0, x1, z1 = nums
+    if dim is None:
+        dim = DEFAULT_DIM
+    elif type(dim) is not str or not 0 < len(dim) <= MAX_DIM:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "dim must be a string", ref)
+    return dim, (min(x0, x1), min(z0, z1), max(x0, x1), max(z0, z1))
+
+
+def in_view(update: dict[str, Any], dim: str | None, area: Area | None) -> bool:
+    """Whether a viewer subscribed to (dim, area) receives this NPC state."""
+    if dim is not None and update.get("dim") != dim:
+        return False
+    if area is None:
+        return True
+    x, z = update.get("x"), update.get("z")
+    if x is None or z is None:
+        return False
+    return area[0] <= x <= area[2] and area[1] <= z <= area[3]

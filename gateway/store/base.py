@@ -1,0 +1,91 @@
+"""The store interface. Every backend passes the same contract suite (tests/integration/test_store.py).
+
+Guarantees every implementation gives:
+- `write_positions` is one statement for the whole batch; it never creates or resurrects an NPC
+  (positions of an unknown or deleted NPC are ignored).
+- `insert_metrics` writes all rows or none.
+- Methods raise :class:`StoreUnavailable` when the database cannot be reached, so callers can
+  keep what they hold and retry; they never raise it for bad input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any, Protocol
+
+from gateway.types import MetricRow, NpcMap, PositionUpdate
+
+
+class StoreUnavailable(RuntimeError):
+    """The database could not be reached or failed; the operation had no effect."""
+
+
+class NpcExists(ValueError):
+    """An NPC with that id is already registered."""
+
+
+class Store(Protocol):
+    backend: str  # "sqlite" | "postgres"
+
+    async def open(self) -> None:
+        """Connect (pool or thread) and apply pending migrations."""
+
+    async def close(self) -> None: ...
+
+    async def migrate(self) -> list[str]:
+        """Apply pending files of `schema/`; return the names applied now (idempotent)."""
+
+    # -- registry -------------------------------------------------------------------------------
+    async def ensure_npc(self, npc_id: str) -> NpcMap:
+        """Return the NPC, registering it with role `unknown` and status `offline` if absent."""
+
+    async def create_npc(self, npc_id: str, name: str, role: str, status: str) -> NpcMap:
+        """Register a new NPC; raise :class:`NpcExists` if the id is taken."""
+
+    async def get_npc(self, npc_id: str) -> NpcMap | None: ...
+
+    async def list_npcs(
+        self,
+        *,
+        status: str | None = None,
+        role: str | None = None,
+        only_ids: Collection[str] | None = None,
+        exclude_ids: Collection[str] | None = None,
+        after_id: str | None = None,
+        limit: int = 100,
+    ) -> list[NpcMap]:
+        """NPCs ordered by id, strictly after `after_id`, at most `limit`."""
+
+    async def update_npc(self, npc_id: str, changes: dict[str, Any]) -> NpcMap | None:
+        """Change any of name, role, status; None if the NPC is unknown."""
+
+    async def delete_npc(self, npc_id: str) -> bool:
+        """Remove the NPC with its profile and metrics; False if it was unknown."""
+
+    async def set_status(self, npc_id: str, status: str) -> bool: ...
+
+    async def write_positions(self, updates: Sequence[PositionUpdate]) -> None:
+        """Store the latest position of each NPC in the batch, in one statement."""
+
+    # -- learning profiles ----------------------------------------------------------------------
+    async def get_profile(self, npc_id: str) -> dict[str, Any] | None: ...
+
+    async def put_profile(self, npc_id: str, profile: dict[str, Any]) -> dict[str, Any]: ...
+
+    # -- metrics --------------------------------------------------------------------------------
+    async def insert_metrics(self, rows: Sequence[MetricRow]) -> None: ...
+
+    async def query_metrics(
+        self,
+        *,
+        npc: str | None = None,
+        name: str | None = None,
+        since_ms: int | None = None,
+        limit: int = 100,
+    ) -> list[MetricRow]:
+        """Newest first."""
+
+    # -- figures --------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """`backend`, `activeConnections`, `idleConnections`, `queryTime` {p50,p95,p99} in ms,
+        `writes` (statements that changed data)."""
