@@ -1,3 +1,4 @@
-"""Shared fixtures. Real-server fixtures (throwaway PostgreSQL, Redis) live in tests/servers.py."""
+"""Shared fixtures. Real-server fixtures live in their own plugins:
+tests/servers.py (throwaway PostgreSQL) and tests/redis_server.py (throwaway Redis)."""
 
-pytest_plugins = ["tests.servers"]
+pytest_plugins = ["tests.servers", "tests.redis_server"]

@@ -1,1 +1,1 @@
-"""Throwaway PostgreSQL and Redis servers for the tests (filled in by the store work)."""
+"""Throwaway PostgreSQL servers for the tests (filled in by the store work)."""

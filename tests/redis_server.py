@@ -1,0 +1,1 @@
+"""Throwaway Redis servers for the tests (filled in by the Redis work)."""
