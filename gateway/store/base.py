@@ -1,4 +1,4 @@
-"""The store interface. Every backend passes the same contract suite (tests/integration/test_store.py).
+"""The store interface; every backend passes one contract suite (tests/integration/test_store.py).
 
 Guarantees every implementation gives:
 - `write_positions` is one statement for the whole batch; it never creates or resurrects an NPC

@@ -1,0 +1,107 @@
+"""Command line: `serve`, `token`, `migrate` (contract §1)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from gateway.auth import DEFAULT_TTL_S, Role, issue_token
+from gateway.config import ConfigError, Settings
+
+log = logging.getLogger("gateway")
+
+
+async def serve(settings: Settings, host: str, port: int) -> None:
+    from gateway.app import create_app
+    from gateway.keys import NODE
+
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True, backlog=2048)
+    await site.start()
+    log.info(
+        "serving",
+        extra={
+            "host": host,
+            "port": port,
+            "database": app[NODE].store.backend,
+            "bus": app[NODE].bus.backend,
+            "tick_ms": settings.tick_ms,
+        },
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"gateway {settings.replica_id} listening on http://{host}:{port}", flush=True)
+    await stop.wait()
+    log.info("draining")
+    # Drain while still listening: health answers `draining`, new sockets are refused.
+    await app[NODE].drain()
+    await runner.cleanup()
+    log.info("stopped")
+
+
+async def migrate(settings: Settings) -> list[str]:
+    from gateway.store import open_store
+
+    store = open_store(settings)
+    await store.open()  # opening applies pending migrations
+    try:
+        return await store.migrate()
+    finally:
+        await store.close()
+
+
+def _run(coro: object) -> object:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    return uvloop.run(coro)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="run one gateway replica")
+    p_serve.add_argument("--host", default="127.0.0.1")
+    p_serve.add_argument("--port", type=int, default=8080)
+    p_token = sub.add_parser("token", help="print a bearer token")
+    p_token.add_argument("--role", required=True, choices=[r.value for r in Role])
+    p_token.add_argument("--sub", required=True)
+    p_token.add_argument("--ttl", type=int, default=DEFAULT_TTL_S, help="seconds (default 1 day)")
+    sub.add_parser("migrate", help="apply schema/ to the configured database")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    if args.command == "token":
+        if args.ttl <= 0:
+            parser.error("--ttl must be positive")
+        print(issue_token(settings.secret, args.role, args.sub, args.ttl))
+        return 0
+
+    from gateway.logs import setup_logging
+
+    setup_logging(settings.log_level, settings.replica_id)
+    if args.command == "migrate":
+        applied = _run(migrate(settings))
+        print(f"migrations applied: {', '.join(applied) if applied else 'none pending'}")  # type: ignore[arg-type]
+        return 0
+    _run(serve(settings, args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""REST handlers, grouped by resource."""

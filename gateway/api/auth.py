@@ -1,0 +1,53 @@
+"""Who may call what (contract §2), checked before any handler or WebSocket upgrade."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.api.errors import Handler, error_response
+from gateway.auth import InvalidToken, Role, bearer_from, verify_token
+from gateway.keys import SETTINGS
+from gateway.protocol import NPC_ID_RE
+
+PUBLIC_PATHS = frozenset({"/api/health", "/metrics", "/api/openapi.yaml", "/"})
+PUBLIC_PREFIXES = ("/static/",)
+# Writes that change nothing: any valid token may call them.
+READ_LIKE_POSTS = frozenset({"/api/pathfind", "/api/strategy/mining"})
+WEBSOCKET_ROLES = {
+    "/ws/npc": frozenset({Role.NPC}),
+    "/ws/viewer": frozenset({Role.VIEWER, Role.ADMIN}),
+}
+
+
+def required_roles(method: str, path: str) -> frozenset[Role] | None:
+    """Roles allowed for a request; None means no token is needed."""
+    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+        return None
+    if path in WEBSOCKET_ROLES:
+        return WEBSOCKET_ROLES[path]
+    if method in ("GET", "HEAD", "OPTIONS") or path in READ_LIKE_POSTS:
+        return frozenset(Role)
+    return frozenset({Role.ADMIN})
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    roles = required_roles(request.method, request.path)
+    if roles is None:
+        return await handler(request)
+    token = bearer_from(request.headers.get("Authorization"), request.query.get("token"))
+    try:
+        claims = verify_token(request.app[SETTINGS].secret, token)
+    except InvalidToken as exc:
+        response = error_response(401, "unauthorized", str(exc))
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+    if claims.role not in roles:
+        allowed = ", ".join(sorted(r.value for r in roles))
+        return error_response(
+            403, "forbidden", f"role {claims.role.value} may not; needs {allowed}"
+        )
+    if request.path == "/ws/npc" and not NPC_ID_RE.fullmatch(claims.sub):
+        return error_response(403, "forbidden", "the token's sub is not a valid NPC id")
+    request["claims"] = claims
+    return await handler(request)

@@ -1,0 +1,69 @@
+"""Health, live performance figures, Prometheus exposition, the OpenAPI document, the page."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway.api.errors import ApiError, json_response
+from gateway.keys import NODE
+from gateway.node import Node
+
+WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
+
+
+async def health(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    return json_response(
+        {"status": node.state, "replica": node.replica}, 200 if node.state == "ok" else 503
+    )
+
+
+def performance_figures(node: Node) -> dict[str, Any]:
+    pool = node.worker_pool
+    bridge_breakers = getattr(node, "breakers", None)
+    return {
+        "replica": node.replica,
+        "database": node.store.stats(),
+        "cache": node.cache.stats(),
+        "batchProcessor": node.batch_stats(),
+        "workerPool": pool.stats()
+        if pool is not None
+        else {"totalWorkers": 0, "busyWorkers": 0, "queuedTasks": 0, "totalTasksProcessed": 0},
+        "circuitBreakers": bridge_breakers.stats() if bridge_breakers is not None else {},
+        "connections": node.hub.stats(),
+        "bus": node.bus.stats(),
+        "tick": node.ticker.stats() if node.ticker is not None else {"periodMs": 0},
+        "viewers": {
+            "framesBroadcast": node.hub.frames_broadcast,
+            "closedSlow": node.hub.viewers_closed_slow,
+            "framesMerged": sum(v.frames_merged for v in node.hub.viewers),
+        },
+        "process": {"maxRssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss},
+    }
+
+
+async def performance(request: web.Request) -> web.Response:
+    return json_response(performance_figures(request.app[NODE]))
+
+
+async def openapi(request: web.Request) -> web.StreamResponse:
+    if not OPENAPI.exists():
+        raise ApiError(404, "not_found", "no OpenAPI document in this build")
+    return web.FileResponse(OPENAPI, headers={"Content-Type": "application/yaml"})
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(WEB_DIR / "index.html")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/health", health)
+    app.router.add_get("/api/performance", performance)
+    app.router.add_get("/api/openapi.yaml", openapi)
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", WEB_DIR, show_index=False)

@@ -1,0 +1,145 @@
+"""The aiohttp application factory: wiring and lifecycle. No side effects at import time.
+
+Each resource has one `cleanup_ctx` generator, so a failed start unwinds only what started.
+Shutdown order (SIGTERM): the runner calls `Node.drain` (health turns `draining`, the current
+window and metrics batch are written, sockets close with 1001), then the contexts unwind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.api import npcs, prometheus, system
+from gateway.api.auth import auth_middleware
+from gateway.api.errors import error_middleware
+from gateway.bus import Bus, MemoryBroker, MemoryBus
+from gateway.cache import Cache, MemoryCache
+from gateway.config import Settings
+from gateway.keys import NODE, SETTINGS
+from gateway.node import Node
+from gateway.presence import MemoryPresence, Presence
+from gateway.sessions import npc_endpoint, viewer_endpoint
+from gateway.store import Store, StoreUnavailable, open_store
+
+log = logging.getLogger(__name__)
+
+STORE_CONNECT_DEADLINE_S = 60.0
+
+
+def make_bus(settings: Settings, broker: MemoryBroker | None = None) -> Bus:
+    if settings.redis_url:
+        from gateway.bus.redis import RedisBus
+
+        return RedisBus(settings.redis_url)
+    return MemoryBus(broker)
+
+
+def make_presence(settings: Settings) -> Presence:
+    if settings.redis_url:
+        from gateway.presence.redis import RedisPresence
+
+        return RedisPresence(settings.redis_url)
+    return MemoryPresence()
+
+
+def make_cache(settings: Settings) -> Cache:
+    if settings.redis_url:
+        from gateway.cache.redis import RedisCache
+
+        return RedisCache(settings.redis_url)
+    return MemoryCache()
+
+
+async def open_store_with_retry(store: Store, deadline_s: float) -> None:
+    """The database may come up after us (a cluster starting at once): retry until a deadline."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    delay = 0.2
+    while True:
+        try:
+            await store.open()
+            return
+        except StoreUnavailable as exc:
+            if loop.time() + delay > end:
+                raise
+            log.warning("database not reachable yet (%s); retrying", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 3.0)
+
+
+def create_app(settings: Settings, *, broker: MemoryBroker | None = None) -> web.Application:
+    """The replica's app. `broker` lets several in-process replicas share a memory bus (tests)."""
+    app = web.Application(middlewares=[error_middleware, auth_middleware])
+    app[SETTINGS] = settings
+
+    async def node_ctx(app: web.Application) -> AsyncIterator[None]:
+        store = open_store(settings)
+        await open_store_with_retry(store, STORE_CONNECT_DEADLINE_S)
+        node = Node(
+            settings,
+            store,
+            make_bus(settings, broker),
+            make_presence(settings),
+            make_cache(settings),
+        )
+        app[NODE] = node
+        await node.start()
+        watcher = asyncio.create_task(node.hub.watch_stalls(), name="stall-watcher")
+        try:
+            yield
+        finally:
+            if node.state != "draining":
+                await node.drain()
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await node.close()
+            for closer in (node.presence.close, node.cache.close, store.close):
+                with contextlib.suppress(Exception):
+                    await closer()
+
+    async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
+        try:
+            from gateway.workers import WORKER_POOL, WorkerPool
+        except ImportError:  # pathfinding not built into this version
+            yield
+            return
+        pool = WorkerPool(settings.workers)
+        await pool.start()
+        app[WORKER_POOL] = pool
+        app[NODE].worker_pool = pool
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app.cleanup_ctx.append(node_ctx)
+    app.cleanup_ctx.append(workers_ctx)
+    app.on_shutdown.append(_drain)
+
+    app.router.add_get("/ws/npc", npc_endpoint)
+    app.router.add_get("/ws/viewer", viewer_endpoint)
+    system.add_routes(app)
+    prometheus.add_routes(app)
+    npcs.add_routes(app)
+    _add_optional_routes(app)
+    return app
+
+
+async def _drain(app: web.Application) -> None:
+    node = app.get(NODE)
+    if node is not None and node.state != "draining":
+        await node.drain()
+
+
+def _add_optional_routes(app: web.Application) -> None:
+    """Routes of parts that may be absent from this build (pathfinding, the Minecraft bridge)."""
+    with contextlib.suppress(ImportError):
+        from gateway.api import pathfind
+
+        app.router.add_post("/api/pathfind", pathfind.pathfind)
+        app.router.add_post("/api/strategy/mining", pathfind.mining_strategy)

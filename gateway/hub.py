@@ -1,0 +1,142 @@
+"""Local connections of one replica and the encode-once broadcast to its viewers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from gateway.protocol import Area, CloseCode, Encoding, encode, in_view
+from gateway.types import PositionUpdate
+from gateway.viewer import ViewerConnection
+
+log = logging.getLogger(__name__)
+
+
+class BotLink(Protocol):
+    """What the hub needs of a bot session: a way to reach and to close it."""
+
+    npc_id: str
+    replaced: bool  # closed because a newer connection took over: no `left`
+
+    def send_message(self, message: dict[str, Any]) -> bool: ...
+
+    async def close(self, code: int, message: str) -> None: ...
+
+
+class Hub:
+    def __init__(self, stall_timeout_s: float = 10.0) -> None:
+        self.bots: dict[str, BotLink] = {}
+        self.viewers: set[ViewerConnection] = set()
+        self.stall_timeout_s = stall_timeout_s
+        self.frames_broadcast = 0
+        self.viewers_closed_slow = 0
+        self.broadcast_seconds_total = 0.0
+
+    # -- bots ---------------------------------------------------------------------------------
+
+    def attach_bot(self, link: BotLink) -> BotLink | None:
+        """Register a bot session; return the session it replaces, if any."""
+        previous = self.bots.get(link.npc_id)
+        self.bots[link.npc_id] = link
+        return previous
+
+    def detach_bot(self, link: BotLink) -> bool:
+        """Forget the session if it is still the current one for its NPC."""
+        if self.bots.get(link.npc_id) is link:
+            del self.bots[link.npc_id]
+            return True
+        return False
+
+    # -- viewers ------------------------------------------------------------------------------
+
+    def add_viewer(self, viewer: ViewerConnection) -> None:
+        self.viewers.add(viewer)
+
+    def remove_viewer(self, viewer: ViewerConnection) -> None:
+        self.viewers.discard(viewer)
+
+    def broadcast_positions(self, window: dict[str, PositionUpdate], ts_ms: int) -> None:
+        """Send one window to every viewer whose subscription it touches.
+
+        Each distinct (encoding, dim, area) group gets one encoding of its frame; every viewer
+        in the group is handed the same bytes. Never awaits.
+        """
+        if not window or not self.viewers:
+            return
+        started = time.perf_counter()
+        groups: dict[tuple[Encoding, str | None, Area | None], list[ViewerConnection]]
+        groups = defaultdict(list)
+        for viewer in self.viewers:
+            groups[(viewer.encoding, viewer.dim, viewer.area)].append(viewer)
+        filtered: dict[tuple[str | None, Area | None], dict[str, PositionUpdate]] = {}
+        for (encoding, dim, area), members in groups.items():
+            view = (dim, area)
+            updates = filtered.get(view)
+            if updates is None:
+                if dim is None and area is None:
+                    updates = window
+                else:
+                    updates = {k: u for k, u in window.items() if in_view(u, dim, area)}
+                filtered[view] = updates
+            if not updates:
+                continue
+            frame = encode(
+                {"type": "positions", "ts": ts_ms, "updates": list(updates.values())}, encoding
+            )
+            for viewer in members:
+                viewer.offer_positions(frame, updates)
+            self.frames_broadcast += 1
+        self.broadcast_seconds_total += time.perf_counter() - started
+
+    def broadcast_message(
+        self, message: dict[str, Any], about: PositionUpdate | None = None
+    ) -> None:
+        """Send a non-position message to every viewer (those filtering by area only if the
+        NPC it is about was last seen inside their area). Encoded once per encoding."""
+        encoded: dict[Encoding, bytes] = {}
+        too_slow: list[ViewerConnection] = []
+        for viewer in self.viewers:
+            if (viewer.dim is not None or viewer.area is not None) and (
+                about is None or not in_view(about, viewer.dim, viewer.area)
+            ):
+                continue
+            payload = encoded.get(viewer.encoding)
+            if payload is None:
+                payload = encoded[viewer.encoding] = encode(message, viewer.encoding)
+            if not viewer.offer_message(payload):
+                too_slow.append(viewer)
+        for viewer in too_slow:
+            self._close_slow(viewer, "too slow: event queue full")
+
+    # -- slow-viewer policy -------------------------------------------------------------------
+
+    def _close_slow(self, viewer: ViewerConnection, why: str) -> None:
+        self.viewers.discard(viewer)
+        self.viewers_closed_slow += 1
+        log.info("closing slow viewer: %s", why)
+        asyncio.get_running_loop().create_task(viewer.close(CloseCode.POLICY, why))
+
+    def close_stalled(self, now: float | None = None) -> int:
+        """Close viewers whose current send has made no progress for the stall timeout."""
+        now = time.monotonic() if now is None else now
+        stalled = [v for v in self.viewers if v.stalled_for(now) >= self.stall_timeout_s]
+        for viewer in stalled:
+            self._close_slow(viewer, f"no progress for {self.stall_timeout_s:.0f} s")
+        return len(stalled)
+
+    async def watch_stalls(self, interval_s: float = 0.5) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            self.close_stalled()
+
+    async def close_all(self, code: int, message: str) -> None:
+        """Close every bot and viewer (shutdown)."""
+        closers: Iterable[Any] = [*self.bots.values(), *self.viewers]
+        await asyncio.gather(*(c.close(code, message) for c in closers), return_exceptions=True)
+
+    def stats(self) -> dict[str, Any]:
+        return {"npcs": len(self.bots), "viewers": len(self.viewers)}

@@ -1,0 +1,11 @@
+"""Typed aiohttp application keys for the replica's shared objects."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.config import Settings
+from gateway.node import Node
+
+SETTINGS = web.AppKey("settings", Settings)
+NODE = web.AppKey("node", Node)

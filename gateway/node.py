@@ -1,0 +1,275 @@
+"""One replica's core: what happens to positions, statuses, events and bus messages.
+
+The node owns the coalescer, the live position map, the hub and the writers. Sessions and REST
+handlers call it; the bus hands it other replicas' messages. It never awaits a socket or the
+database on the position path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import msgpack
+
+from gateway.bus import Bus
+from gateway.bus.base import EVENTS, POSITIONS, command_channel
+from gateway.cache import Cache
+from gateway.coalescer import Coalescer
+from gateway.config import Settings
+from gateway.hub import Hub
+from gateway.presence import Presence
+from gateway.protocol import CloseCode
+from gateway.registry import Registry
+from gateway.store import Store
+from gateway.ticker import Ticker
+from gateway.types import MetricRow, PositionUpdate
+from gateway.writers import (
+    MetricsBatcher,
+    PassthroughPositionWriter,
+    PositionWriter,
+    StatusWriter,
+)
+
+log = logging.getLogger(__name__)
+
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Node:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        bus: Bus,
+        presence: Presence,
+        cache: Cache,
+    ) -> None:
+        self.settings = settings
+        self.replica = settings.replica_id
+        self.store = store
+        self.bus = bus
+        self.presence = presence
+        self.cache = cache
+        self.hub = Hub(settings.viewer_stall_s)
+        self.coalescer = Coalescer()
+        # Latest position per NPC as broadcast (this replica's and others'): snapshots and REST.
+        self.live: dict[str, PositionUpdate] = {}
+        self.registry = Registry(store, cache, presence, self.live)
+        self.passthrough = settings.tick_ms == 0
+        self.positions: PositionWriter | PassthroughPositionWriter = (
+            PassthroughPositionWriter(store.write_positions)
+            if self.passthrough
+            else PositionWriter(store.write_positions)
+        )
+        self.statuses = StatusWriter(self.registry.set_status)
+        self.metrics = MetricsBatcher(
+            self._write_metrics, settings.metrics_batch, settings.metrics_flush_ms
+        )
+        self.ticker = Ticker(settings.tick_ms / 1000, self.tick) if not self.passthrough else None
+        self.state = "starting"  # -> "ok" -> "draining"
+        self.acks_received = 0
+        self.worker_pool: Any = None  # set by the app when pathfinding is available
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.bus.start(self.replica, self.on_bus_message)
+        self.positions.start()
+        self.statuses.start()
+        self.metrics.start()
+        if self.ticker is not None:
+            self.ticker.start()
+        self.state = "ok"
+
+    async def drain(self, deadline_s: float = 10.0) -> None:
+        """Shutdown: stop ticking, deliver and write the current window, close every socket."""
+        self.state = "draining"
+        if self.ticker is not None:
+            await self.ticker.stop()
+        self.tick()
+        for writer in (self.positions, self.statuses, self.metrics):
+            await writer.stop()
+        await self.hub.close_all(CloseCode.GOING_AWAY, "gateway shutting down")
+        for writer in (self.positions, self.statuses, self.metrics):
+            if not await writer.flush_now(deadline_s):
+                log.error("shutdown: %d items could not be written", writer.pending)
+
+    async def close(self) -> None:
+        await self.bus.close()
+
+    # -- positions ----------------------------------------------------------------------------
+
+    def accept_position(self, update: PositionUpdate) -> None:
+        """The hot path: one bot's validated position."""
+        if self.passthrough:
+            self.coalescer.items_processed += 1
+            window = {update["id"]: update}
+            self._deliver_window(window)
+            self.positions.submit(window)
+        else:
+            self.coalescer.add(update)
+
+    def tick(self) -> None:
+        """Cut the window: broadcast it, publish it once, and hand it to the writer."""
+        window = self.coalescer.cut()
+        if window:
+            self._deliver_window(window)
+            self.positions.submit(window)
+
+    def _deliver_window(self, window: dict[str, PositionUpdate]) -> None:
+        ts = now_ms()
+        self.live.update(window)
+        self.hub.broadcast_positions(window, ts)
+        rows = [
+            (u["id"], u["x"], u["y"], u["z"], u["yaw"], u["pitch"], u["dim"])
+            for u in window.values()
+        ]
+        self.bus.publish(POSITIONS, _pack({"r": self.replica, "ts": ts, "u": rows}))
+
+    # -- other bot messages -------------------------------------------------------------------
+
+    def accept_status(self, npc_id: str, status: str) -> None:
+        self.statuses.submit(npc_id, status)
+        self.status_changed(npc_id, status)
+
+    def status_changed(self, npc_id: str, status: str) -> None:
+        """Tell every replica's viewers (the store already has it)."""
+        self._announce({"k": "status", "id": npc_id, "status": status})
+
+    def accept_metric(self, row: MetricRow) -> None:
+        self.metrics.add(row)
+
+    def accept_event(self, npc_id: str, name: str, data: dict[str, Any]) -> None:
+        self._announce({"k": "event", "npc": npc_id, "name": name, "data": data})
+        if name.startswith("task:"):
+            self.metrics.add(MetricRow(npc_id, name, 1.0, now_ms()))
+
+    def bot_joined(self, npc_id: str) -> None:
+        self._announce({"k": "joined", "id": npc_id})
+
+    def bot_left(self, npc_id: str) -> None:
+        self._announce({"k": "left", "id": npc_id})
+
+    def npc_deleted(self, npc_id: str) -> None:
+        """Forget the NPC everywhere and close its bot (4404) on whichever replica holds it."""
+        self._announce({"k": "deleted", "id": npc_id})
+
+    def kick_elsewhere(self, npc_id: str, holder: str) -> None:
+        """A newer connection for the NPC arrived here: the older one elsewhere closes (4409)."""
+        self.bus.publish(
+            command_channel(holder), _pack({"r": self.replica, "k": "kick", "id": npc_id})
+        )
+
+    def _announce(self, event: dict[str, Any]) -> None:
+        """Apply an event locally and publish it to the other replicas."""
+        self._apply_event(event)
+        event["r"] = self.replica
+        self.bus.publish(EVENTS, _pack(event))
+
+    def _apply_event(self, event: dict[str, Any]) -> None:
+        kind = event["k"]
+        if kind == "status":
+            npc = event["id"]
+            self.hub.broadcast_message(
+                {"type": "status", "id": npc, "status": event["status"]}, self.live.get(npc)
+            )
+        elif kind == "event":
+            npc = event["npc"]
+            self.hub.broadcast_message(
+                {"type": "event", "npc": npc, "name": event["name"], "data": event["data"]},
+                self.live.get(npc),
+            )
+        elif kind in ("joined", "left"):
+            npc = event["id"]
+            self.hub.broadcast_message({"type": kind, "id": npc}, self.live.get(npc))
+        elif kind == "deleted":
+            npc = event["id"]
+            about = self.live.pop(npc, None)
+            self.coalescer.discard(npc)
+            self.positions.discard(npc)
+            bot = self.hub.bots.get(npc)
+            if bot is not None:
+                self._spawn_close(bot, CloseCode.DELETED, "npc deleted")
+            self.hub.broadcast_message({"type": "left", "id": npc}, about)
+
+    def _spawn_close(self, bot: Any, code: int, why: str) -> None:
+        asyncio.get_running_loop().create_task(bot.close(code, why))
+
+    # -- the bus ------------------------------------------------------------------------------
+
+    def on_bus_message(self, channel: str, payload: bytes) -> None:
+        try:
+            msg = msgpack.unpackb(payload, raw=False)
+            if msg.get("r") == self.replica:
+                return
+            if channel == POSITIONS:
+                window: dict[str, PositionUpdate] = {
+                    row[0]: {
+                        "id": row[0],
+                        "x": row[1],
+                        "y": row[2],
+                        "z": row[3],
+                        "yaw": row[4],
+                        "pitch": row[5],
+                        "dim": row[6],
+                    }
+                    for row in msg["u"]
+                }
+                self.live.update(window)
+                self.hub.broadcast_positions(window, msg["ts"])
+            elif channel == EVENTS:
+                self._apply_event(msg)
+            elif channel == command_channel(self.replica):
+                self._on_command_channel(msg)
+        except Exception:
+            log.exception("bad bus message on %s", channel)
+
+    def _on_command_channel(self, msg: dict[str, Any]) -> None:
+        if msg.get("k") == "kick":
+            bot = self.hub.bots.get(msg["id"])
+            if bot is not None:
+                bot.replaced = True
+                self._spawn_close(bot, CloseCode.REPLACED, "replaced by a newer connection")
+
+    def command_acked(self, npc_id: str, command_id: str | int) -> None:
+        """A bot confirmed a command (recorded; routing of commands comes with scale-out)."""
+        self.acks_received += 1
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def _write_metrics(self, rows: list[MetricRow]) -> None:
+        await self.store.insert_metrics(rows)
+        await self.registry.invalidate_metrics()
+
+    # -- figures ------------------------------------------------------------------------------
+
+    def batch_stats(self) -> dict[str, Any]:
+        c = self.coalescer
+        return {
+            "positions": {
+                "totalBatches": c.total_batches
+                if not self.passthrough
+                else self.positions.batches_written,
+                "itemsProcessed": c.items_processed,
+                "itemsCoalesced": c.items_coalesced,
+                "pendingItems": c.pending,
+                "unwrittenItems": self.positions.pending,
+                "batchesWritten": self.positions.batches_written,
+                "writeFailures": self.positions.failures,
+            },
+            "metrics": {
+                "totalBatches": self.metrics.total_batches,
+                "itemsProcessed": self.metrics.items_processed,
+                "pendingItems": self.metrics.pending,
+                "dropped": self.metrics.dropped,
+                "writeFailures": self.metrics.failures,
+            },
+            "statuses": {"pendingItems": self.statuses.pending},
+        }

@@ -1,0 +1,224 @@
+"""NPC registry reads and writes: cache-aside in front of the store, invalidated on every write.
+
+Tiers: registry rows and lists are warm (300 s), profiles and metric queries cold (600 s).
+Groups of keys (every list page, every metric query) are invalidated by bumping a version
+counter that is part of their keys, never by scanning for keys. Maps are returned with the
+freshest live position this replica knows (`live`) and `online` from presence overlaid.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from gateway.cache import COLD_TTL_S, WARM_TTL_S, Cache
+from gateway.presence import Presence
+from gateway.store import Store
+from gateway.types import MetricRow, NpcMap, PositionUpdate
+
+log = logging.getLogger(__name__)
+
+LIST_VERSION = "v:npcs"
+METRICS_VERSION = "v:metrics"
+PAGE = 500
+POSITION_KEYS = ("x", "y", "z", "yaw", "pitch", "dim")
+
+
+def _npc_key(npc_id: str) -> str:
+    return f"npc:{npc_id}"
+
+
+def _profile_key(npc_id: str) -> str:
+    return f"profile:{npc_id}"
+
+
+class Registry:
+    def __init__(
+        self,
+        store: Store,
+        cache: Cache,
+        presence: Presence,
+        live: Mapping[str, PositionUpdate],
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.presence = presence
+        self.live = live
+
+    # -- cache helpers ------------------------------------------------------------------------
+
+    async def _cached(self, key: str) -> Any:
+        try:
+            raw = await self.cache.get(key)
+        except Exception:  # the cache is an optimisation: a failing one is a miss
+            return None
+        return None if raw is None else orjson.loads(raw)
+
+    async def _remember(self, key: str, value: Any, ttl_s: float) -> None:
+        try:
+            await self.cache.set(key, orjson.dumps(value), ttl_s)
+        except Exception:
+            log.debug("cache set failed for %s", key)
+
+    async def _version(self, key: str) -> int:
+        try:
+            return await self.cache.version(key)
+        except Exception:
+            return -1
+
+    async def invalidate_npc(self, npc_id: str) -> None:
+        try:
+            await self.cache.delete(_npc_key(npc_id))
+            await self.cache.incr(LIST_VERSION)
+        except Exception:
+            log.warning("cache invalidation failed for %s", npc_id)
+
+    async def invalidate_metrics(self) -> None:
+        try:
+            await self.cache.incr(METRICS_VERSION)
+        except Exception:
+            log.warning("metrics cache invalidation failed")
+
+    # -- overlay ------------------------------------------------------------------------------
+
+    def _with_live(self, npc: NpcMap, online: bool) -> NpcMap:
+        out = dict(npc)
+        live = self.live.get(out["id"])
+        if live is not None:
+            for k in POSITION_KEYS:
+                out[k] = live[k]
+        out["online"] = online
+        return out
+
+    async def _overlay(self, npcs: list[NpcMap]) -> list[NpcMap]:
+        online = await self.presence.online([n["id"] for n in npcs])
+        return [self._with_live(n, n["id"] in online) for n in npcs]
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def get(self, npc_id: str) -> NpcMap | None:
+        key = _npc_key(npc_id)
+        npc = await self._cached(key)
+        if npc is None:
+            npc = await self.store.get_npc(npc_id)
+            if npc is None:
+                return None
+            await self._remember(key, npc, WARM_TTL_S)
+        return (await self._overlay([npc]))[0]
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        role: str | None = None,
+        online: bool | None = None,
+        after_id: str | None = None,
+        limit: int = 100,
+    ) -> list[NpcMap]:
+        if online is not None:
+            # Presence changes by the second: these pages are not cached.
+            present = await self.presence.online()
+            rows = await self.store.list_npcs(
+                status=status,
+                role=role,
+                only_ids=present if online else None,
+                exclude_ids=None if online else present,
+                after_id=after_id,
+                limit=limit,
+            )
+            return await self._overlay(rows)
+        version = await self._version(LIST_VERSION)
+        key = f"npcs:{version}:{status}:{role}:{after_id}:{limit}"
+        rows = await self._cached(key) if version >= 0 else None
+        if rows is None:
+            rows = await self.store.list_npcs(
+                status=status, role=role, after_id=after_id, limit=limit
+            )
+            if version >= 0:
+                await self._remember(key, rows, WARM_TTL_S)
+        return await self._overlay(rows)
+
+    async def everyone(self) -> list[NpcMap]:
+        """Every registered NPC with its latest state (the viewers' `snapshot`)."""
+        out: list[NpcMap] = []
+        after: str | None = None
+        while True:
+            page = await self.list(after_id=after, limit=PAGE)
+            out.extend(page)
+            if len(page) < PAGE:
+                return out
+            after = page[-1]["id"]
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def ensure(self, npc_id: str) -> NpcMap:
+        known = await self._cached(_npc_key(npc_id))
+        if known is not None:
+            return known
+        before = await self.store.get_npc(npc_id)
+        npc = before or await self.store.ensure_npc(npc_id)
+        if before is None:
+            await self.invalidate_npc(npc_id)
+        return npc
+
+    async def create(self, npc_id: str, name: str, role: str, status: str) -> NpcMap:
+        npc = await self.store.create_npc(npc_id, name, role, status)
+        await self.invalidate_npc(npc_id)
+        return (await self._overlay([npc]))[0]
+
+    async def update(self, npc_id: str, changes: dict[str, Any]) -> NpcMap | None:
+        npc = await self.store.update_npc(npc_id, changes)
+        await self.invalidate_npc(npc_id)
+        return None if npc is None else (await self._overlay([npc]))[0]
+
+    async def delete(self, npc_id: str) -> bool:
+        gone = await self.store.delete_npc(npc_id)
+        await self.invalidate_npc(npc_id)
+        try:
+            await self.cache.delete(_profile_key(npc_id))
+        except Exception:
+            log.warning("cache invalidation failed for profile %s", npc_id)
+        await self.invalidate_metrics()
+        return gone
+
+    async def set_status(self, npc_id: str, status: str) -> None:
+        await self.store.set_status(npc_id, status)
+        await self.invalidate_npc(npc_id)
+
+    # -- profiles and metrics -----------------------------------------------------------------
+
+    async def get_profile(self, npc_id: str) -> dict[str, Any] | None:
+        key = _profile_key(npc_id)
+        profile = await self._cached(key)
+        if profile is None:
+            profile = await self.store.get_profile(npc_id)
+            if profile is None:
+                return None
+            await self._remember(key, profile, COLD_TTL_S)
+        return profile
+
+    async def put_profile(self, npc_id: str, profile: dict[str, Any]) -> dict[str, Any]:
+        saved = await self.store.put_profile(npc_id, profile)
+        try:
+            await self.cache.delete(_profile_key(npc_id))
+        except Exception:
+            log.warning("cache invalidation failed for profile %s", npc_id)
+        return saved
+
+    async def metrics(
+        self, *, npc: str | None, name: str | None, since_ms: int | None, limit: int
+    ) -> list[MetricRow]:
+        version = await self._version(METRICS_VERSION)
+        key = f"metrics:{version}:{npc}:{name}:{since_ms}:{limit}"
+        rows = await self._cached(key) if version >= 0 else None
+        if rows is None:
+            found = await self.store.query_metrics(
+                npc=npc, name=name, since_ms=since_ms, limit=limit
+            )
+            rows = [list(r) for r in found]
+            if version >= 0:
+                await self._remember(key, rows, COLD_TTL_S)
+        return [MetricRow(*r) for r in rows]

@@ -1,0 +1,318 @@
+"""The two WebSocket endpoints: `/ws/npc` (one bot) and `/ws/viewer` (one map viewer).
+
+Thin adaptors: frames in → `protocol` → `Node`; the node's output leaves through each
+connection's writer. Auth and role checks happened before the upgrade (see `api.auth`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from gateway import PROTOCOL_VERSION
+from gateway.auth import Claims
+from gateway.keys import NODE
+from gateway.node import Node, now_ms
+from gateway.protocol import (
+    BOT_TYPES,
+    MAX_FRAME_BYTES,
+    SUBPROTOCOLS,
+    VIEWER_TYPES,
+    CloseCode,
+    Encoding,
+    ErrorCode,
+    ProtocolError,
+    decode,
+    encode,
+    in_view,
+    message_type,
+    negotiate,
+    parse_ack,
+    parse_event,
+    parse_metric,
+    parse_position,
+    parse_status,
+    parse_subscribe,
+)
+from gateway.ratelimit import TokenBucket
+from gateway.store import StoreUnavailable
+from gateway.viewer import ViewerConnection
+
+log = logging.getLogger(__name__)
+
+BOT_OUTBOX_MAX = 256
+FLOOD_CLOSE_AFTER_S = 10.0
+RATE_ERROR_EVERY_S = 1.0
+HEARTBEAT_S = 30.0
+
+
+def _websocket() -> web.WebSocketResponse:
+    # compress=False: per-connection deflate costs ~95 KB and a third more CPU (design notes).
+    return web.WebSocketResponse(
+        protocols=SUBPROTOCOLS,
+        compress=False,
+        max_msg_size=MAX_FRAME_BYTES,
+        heartbeat=HEARTBEAT_S,
+        decode_text=False,
+    )
+
+
+def _encoding_of(ws: web.WebSocketResponse) -> Encoding:
+    """aiohttp picked the first offered subprotocol we support; none offered means JSON."""
+    return negotiate([ws.ws_protocol] if ws.ws_protocol else [])
+
+
+def _expects(frame_type: WSMsgType, encoding: Encoding) -> bool:
+    return (frame_type is WSMsgType.TEXT) == (encoding is Encoding.JSON)
+
+
+class BotSession:
+    """One connected bot. Outgoing messages go through a bounded outbox and one writer task."""
+
+    def __init__(self, node: Node, npc_id: str, ws: web.WebSocketResponse, encoding: Encoding):
+        self.node = node
+        self.npc_id = npc_id
+        self.ws = ws
+        self.encoding = encoding
+        self.opcode = WSMsgType.TEXT if encoding is Encoding.JSON else WSMsgType.BINARY
+        self.replaced = False
+        self._outbox: deque[bytes] = deque()
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._jobs: set[asyncio.Task[Any]] = set()
+        settings = node.settings
+        self.bucket = TokenBucket(settings.rate_per_s, settings.rate_burst, time.monotonic())
+        self._last_rate_error = -1e18
+
+    # -- BotLink ------------------------------------------------------------------------------
+
+    def send_message(self, message: dict[str, Any]) -> bool:
+        if self.ws.closed or len(self._outbox) >= BOT_OUTBOX_MAX:
+            return False
+        self._outbox.append(encode(message, self.encoding))
+        self._wake.set()
+        return True
+
+    async def close(self, code: int, message: str) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await asyncio.wait_for(self.ws.close(code=code, message=message.encode()), 2.0)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError, asyncio.CancelledError):
+            while not self.ws.closed:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._outbox:
+                    await self.ws.send_frame(self._outbox.popleft(), self.opcode)
+
+    async def run(self) -> None:
+        node = self.node
+        self._writer = asyncio.create_task(self._write_loop(), name=f"bot-writer-{self.npc_id}")
+        previous = node.hub.attach_bot(self)
+        if previous is not None:
+            previous.replaced = True
+            await previous.close(CloseCode.REPLACED, "replaced by a newer connection")
+        try:
+            holder = await node.presence.claim(self.npc_id, node.replica)
+            if holder is not None:
+                node.kick_elsewhere(self.npc_id, holder)
+        except Exception:
+            log.warning("presence unavailable: %s not claimed", self.npc_id)
+        self.send_message(
+            {
+                "type": "welcome",
+                "npc": self.npc_id,
+                "replica": node.replica,
+                "tick_ms": node.settings.tick_ms,
+                "protocol": PROTOCOL_VERSION,
+            }
+        )
+        if previous is None:
+            node.bot_joined(self.npc_id)
+        try:
+            await self._receive_loop()
+        finally:
+            await self._finish()
+
+    async def _finish(self) -> None:
+        node = self.node
+        for job in self._jobs:
+            job.cancel()
+        canceller = getattr(node, "worker_pool", None)
+        if canceller is not None:
+            canceller.cancel_owner(self.npc_id)
+        if node.hub.detach_bot(self) and not self.replaced:
+            with contextlib.suppress(Exception):
+                await node.presence.release(self.npc_id, node.replica)
+            node.bot_left(self.npc_id)
+        if self._writer is not None:
+            self._writer.cancel()
+
+    async def _receive_loop(self) -> None:
+        ws, encoding, node, npc = self.ws, self.encoding, self.node, self.npc_id
+        bucket = self.bucket
+        async for frame in ws:
+            if frame.type is WSMsgType.ERROR:
+                break
+            if frame.type is not WSMsgType.TEXT and frame.type is not WSMsgType.BINARY:
+                continue
+            now = time.monotonic()
+            if not bucket.take(now):
+                self._rate_limited(now)
+                continue
+            try:
+                if not _expects(frame.type, encoding):
+                    raise ProtocolError(
+                        ErrorCode.BAD_ENCODING, f"frames must be {encoding.value} frames"
+                    )
+                msg = decode(frame.data, encoding)
+                # Fast path: the vast majority of frames are positions without a ref.
+                if msg.get("type") == "pos" and "ref" not in msg:
+                    node.accept_position(parse_position(msg, npc, None))
+                    continue
+                kind, ref = message_type(msg, BOT_TYPES)
+                self._dispatch(kind, ref, msg)
+            except ProtocolError as err:
+                self.send_message(err.to_message())
+
+    def _dispatch(self, kind: str, ref: Any, msg: dict[str, Any]) -> None:
+        node, npc = self.node, self.npc_id
+        if kind == "pos":
+            node.accept_position(parse_position(msg, npc, ref))
+        elif kind == "ping":
+            self.send_message({"type": "pong"} if ref is None else {"type": "pong", "ref": ref})
+        elif kind == "status":
+            node.accept_status(npc, parse_status(msg, ref))
+        elif kind == "metric":
+            node.accept_metric(parse_metric(msg, npc, ref, now_ms()))
+        elif kind == "event":
+            name, data = parse_event(msg, ref)
+            node.accept_event(npc, name, data)
+        elif kind == "ack":
+            node.command_acked(npc, parse_ack(msg, ref))
+        elif kind in ("path", "mining_plan"):
+            self._start_job(kind, ref, msg)
+
+    def _start_job(self, kind: str, ref: Any, msg: dict[str, Any]) -> None:
+        pool = getattr(self.node, "worker_pool", None)
+        if pool is None:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "pathfinding is not available", ref)
+        from gateway.workers import run_mining_plan, run_path
+
+        runner = run_path if kind == "path" else run_mining_plan
+        job = asyncio.create_task(self._job(runner, pool, ref, msg))
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    async def _job(self, runner: Any, pool: Any, ref: Any, msg: dict[str, Any]) -> None:
+        try:
+            self.send_message(await runner(pool, msg, self.npc_id))
+        except ProtocolError as err:
+            err.ref = ref if err.ref is None else err.ref
+            self.send_message(err.to_message())
+
+    def _rate_limited(self, now: float) -> None:
+        if self.bucket.flooding_for(now) >= FLOOD_CLOSE_AFTER_S:
+            asyncio.get_running_loop().create_task(
+                self.close(CloseCode.POLICY, "persistent flooding")
+            )
+            return
+        if now - self._last_rate_error >= RATE_ERROR_EVERY_S:
+            self._last_rate_error = now
+            self.send_message(
+                ProtocolError(ErrorCode.RATE_LIMITED, "too many messages; dropped").to_message()
+            )
+
+
+async def npc_endpoint(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE]
+    claims: Claims = request["claims"]
+    if node.state != "ok":
+        raise web.HTTPServiceUnavailable(text="draining")
+    try:
+        await node.registry.ensure(claims.sub)
+    except StoreUnavailable:
+        log.warning("store unavailable: %s connects unregistered", claims.sub)
+    ws = _websocket()
+    await ws.prepare(request)
+    session = BotSession(node, claims.sub, ws, _encoding_of(ws))
+    await session.run()
+    return ws
+
+
+async def viewer_endpoint(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE]
+    if node.state != "ok":
+        raise web.HTTPServiceUnavailable(text="draining")
+    ws = _websocket()
+    await ws.prepare(request)
+    encoding = _encoding_of(ws)
+    viewer = ViewerConnection(ws, encoding, request.transport)
+    node.hub.add_viewer(viewer)
+    try:
+        viewer.offer_message(
+            encode(
+                {
+                    "type": "welcome",
+                    "replica": node.replica,
+                    "tick_ms": node.settings.tick_ms,
+                    "protocol": PROTOCOL_VERSION,
+                },
+                encoding,
+            )
+        )
+        await _send_snapshot(node, viewer)
+        viewer.start()
+        await _viewer_receive_loop(node, viewer)
+    finally:
+        node.hub.remove_viewer(viewer)
+        await viewer.close(CloseCode.GOING_AWAY, "bye")
+    return ws
+
+
+async def _send_snapshot(node: Node, viewer: ViewerConnection) -> None:
+    try:
+        npcs = await node.registry.everyone()
+    except StoreUnavailable:
+        # Degraded: what this replica has seen move, until the registry is back.
+        npcs = [dict(u, online=True) for u in node.live.values()]
+    # The snapshot holds the latest cut state: pending position frames are older or equal.
+    viewer.reset_positions()
+    if viewer.dim is not None or viewer.area is not None:
+        npcs = [n for n in npcs if in_view(n, viewer.dim, viewer.area)]
+    viewer.offer_message(encode({"type": "snapshot", "npcs": npcs}, viewer.encoding))
+
+
+async def _viewer_receive_loop(node: Node, viewer: ViewerConnection) -> None:
+    ws, encoding = viewer.ws, viewer.encoding
+    async for frame in ws:
+        if frame.type is WSMsgType.ERROR:
+            break
+        if frame.type is not WSMsgType.TEXT and frame.type is not WSMsgType.BINARY:
+            continue
+        try:
+            if not _expects(frame.type, encoding):
+                raise ProtocolError(ErrorCode.BAD_ENCODING, f"frames must be {encoding.value}")
+            msg = decode(frame.data, encoding)
+            kind, ref = message_type(msg, VIEWER_TYPES)
+            if kind == "ping":
+                reply: dict[str, Any] = {"type": "pong"}
+                if ref is not None:
+                    reply["ref"] = ref
+                viewer.offer_message(encode(reply, encoding))
+            elif kind == "subscribe":
+                viewer.dim, viewer.area = parse_subscribe(msg, ref)
+                await _send_snapshot(node, viewer)
+        except ProtocolError as err:
+            viewer.offer_message(encode(err.to_message(), encoding))
+        except StoreUnavailable:
+            err = ProtocolError(ErrorCode.UNAVAILABLE, "registry unavailable; try again")
+            viewer.offer_message(encode(err.to_message(), encoding))

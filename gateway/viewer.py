@@ -1,0 +1,146 @@
+"""One map viewer's outbox and writer: the tick hands it frames and never awaits its socket.
+
+The outbox holds at most one pending positions frame. While the writer is idle it is the
+shared, already-encoded frame (the same bytes every viewer gets); when the writer is behind, the
+next tick's updates are merged into a private NPC → latest map instead of queueing behind it, so
+the newest position always arrives and memory stays bounded by the number of NPCs. Other
+messages (status, events, snapshots) go through a small bounded queue, sent before positions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from gateway.protocol import Area, CloseCode, Encoding, encode
+from gateway.types import PositionUpdate
+
+log = logging.getLogger(__name__)
+
+EVENT_QUEUE_MAX = 512
+
+
+class ViewerConnection:
+    __slots__ = (
+        "_events",
+        "_frame",
+        "_merged",
+        "_task",
+        "_updates",
+        "_wake",
+        "area",
+        "closed",
+        "dim",
+        "encoding",
+        "frames_merged",
+        "frames_sent",
+        "opcode",
+        "send_started",
+        "transport",
+        "ws",
+    )
+
+    def __init__(self, ws: web.WebSocketResponse, encoding: Encoding, transport: Any) -> None:
+        self.ws = ws
+        self.encoding = encoding
+        self.opcode = WSMsgType.TEXT if encoding is Encoding.JSON else WSMsgType.BINARY
+        self.transport = transport
+        self.dim: str | None = None
+        self.area: Area | None = None
+        self._events: deque[bytes] = deque()
+        self._frame: bytes | None = None  # the shared encoded frame, while nothing is merged
+        self._updates: dict[str, PositionUpdate] | None = None  # what the pending frame holds
+        self._merged = False  # _updates is our private copy (safe to mutate)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.send_started: float | None = None  # monotonic time the current send began
+        self.closed = False
+        self.frames_sent = 0
+        self.frames_merged = 0
+
+    # -- called by the hub (never awaits) -----------------------------------------------------
+
+    def offer_positions(self, frame: bytes, updates: dict[str, PositionUpdate]) -> None:
+        """Queue a positions frame; if one is still pending, merge into it (latest wins)."""
+        if self._updates is None:
+            self._frame, self._updates = frame, updates
+        else:
+            if not self._merged:
+                self._updates = dict(self._updates)
+                self._merged = True
+            self._updates.update(updates)
+            self._frame = None
+            self.frames_merged += 1
+        self._wake.set()
+
+    def offer_message(self, payload: bytes) -> bool:
+        """Queue an encoded non-position message; False when the queue is full."""
+        if len(self._events) >= EVENT_QUEUE_MAX:
+            return False
+        self._events.append(payload)
+        self._wake.set()
+        return True
+
+    def reset_positions(self) -> None:
+        """Drop the pending positions (a fresh snapshot supersedes them)."""
+        self._frame, self._updates, self._merged = None, None, False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._write_loop(), name="viewer-writer")
+
+    def stalled_for(self, now: float) -> float:
+        return 0.0 if self.send_started is None else now - self.send_started
+
+    async def close(self, code: int, message: str) -> None:
+        """Close the socket; abort it if the peer is too stuck to take a close frame."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=message.encode()), 2.0)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            pass
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+
+    # -- the writer task ----------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        ws = self.ws
+        try:
+            while not ws.closed:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._events:
+                    await self._send(self._events.popleft())
+                if self._updates is not None:
+                    frame = self._frame
+                    if frame is None:
+                        frame = encode(
+                            {
+                                "type": "positions",
+                                "ts": int(time.time() * 1000),
+                                "updates": list(self._updates.values()),
+                            },
+                            self.encoding,
+                        )
+                    self.reset_positions()
+                    await self._send(frame)
+        except (ConnectionError, RuntimeError, asyncio.CancelledError):
+            pass
+        except Exception:  # never let one viewer's writer fail silently
+            log.exception("viewer writer failed")
+            await self.close(CloseCode.POLICY, "internal error")
+
+    async def _send(self, payload: bytes) -> None:
+        self.send_started = time.monotonic()
+        await self.ws.send_frame(payload, self.opcode)
+        self.send_started = None
+        self.frames_sent += 1
