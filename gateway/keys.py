@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.auth import Claims
 from gateway.config import Settings
 from gateway.node import Node
 
 SETTINGS = web.AppKey("settings", Settings)
 NODE = web.AppKey("node", Node)
+CLAIMS = web.RequestKey("claims", Claims)

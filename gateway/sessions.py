@@ -16,8 +16,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from gateway import PROTOCOL_VERSION
-from gateway.auth import Claims
-from gateway.keys import NODE
+from gateway.keys import CLAIMS, NODE
 from gateway.node import Node, now_ms
 from gateway.protocol import (
     BOT_TYPES,
@@ -175,10 +174,15 @@ class BotSession:
                     )
                 msg = decode(frame.data, encoding)
                 # Fast path: the vast majority of frames are positions without a ref.
-                if msg.get("type") == "pos" and "ref" not in msg:
+                if msg.get("type") == "pos" and "ref" not in msg and "npc" not in msg:
                     node.accept_position(parse_position(msg, npc, None))
                     continue
                 kind, ref = message_type(msg, BOT_TYPES)
+                claimed = msg.get("npc")
+                if claimed is not None and claimed != npc:
+                    raise ProtocolError(
+                        ErrorCode.FORBIDDEN, "a bot speaks only for its own NPC", ref
+                    )
                 self._dispatch(kind, ref, msg)
             except ProtocolError as err:
                 self.send_message(err.to_message())
@@ -234,7 +238,7 @@ class BotSession:
 
 async def npc_endpoint(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
-    claims: Claims = request["claims"]
+    claims = request[CLAIMS]
     if node.state != "ok":
         raise web.HTTPServiceUnavailable(text="draining")
     try:

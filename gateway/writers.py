@@ -179,6 +179,7 @@ class MetricsBatcher(_Retrying):
         self.total_batches = 0
         self.items_processed = 0
         self.dropped = 0
+        self._partial_due = False  # the timer fired: a partial batch goes too
 
     def start(self) -> None:
         super().start()
@@ -202,14 +203,15 @@ class MetricsBatcher(_Retrying):
         while True:
             await asyncio.sleep(self._flush_s)
             if self._rows:
+                self._partial_due = True
                 self.wake()
 
     def _has_pending(self) -> bool:
-        # A partial batch is not "pending work": it waits for the timer.
-        return len(self._rows) >= self._batch
+        # A partial batch is not "pending work" until the timer (or shutdown) says so.
+        return len(self._rows) >= self._batch or (bool(self._rows) and self._partial_due)
 
     async def _flush(self) -> None:
-        while self._rows:
+        while len(self._rows) >= self._batch or (self._rows and self._partial_due):
             n = min(self._batch, len(self._rows))
             rows = [self._rows[i] for i in range(n)]
             await self._write(rows)
@@ -217,16 +219,13 @@ class MetricsBatcher(_Retrying):
                 self._rows.popleft()
             self.total_batches += 1
             self.items_processed += n
-            if len(self._rows) < self._batch:
-                break  # a partial batch waits for the timer
+            if n < self._batch:
+                self._partial_due = False
 
     async def flush_now(self, deadline_s: float) -> bool:
         # On shutdown a partial batch goes too.
-        saved, self._batch = self._batch, max(1, len(self._rows))
-        try:
-            return await super().flush_now(deadline_s)
-        finally:
-            self._batch = saved
+        self._partial_due = True
+        return await super().flush_now(deadline_s)
 
     @property
     def pending(self) -> int:

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from gateway.api.errors import Handler, error_response
 from gateway.auth import InvalidToken, Role, bearer_from, verify_token
-from gateway.keys import SETTINGS
+from gateway.keys import CLAIMS, SETTINGS
 from gateway.protocol import NPC_ID_RE
 
 PUBLIC_PATHS = frozenset({"/api/health", "/metrics", "/api/openapi.yaml", "/"})
@@ -49,5 +49,5 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         )
     if request.path == "/ws/npc" and not NPC_ID_RE.fullmatch(claims.sub):
         return error_response(403, "forbidden", "the token's sub is not a valid NPC id")
-    request["claims"] = claims
+    request[CLAIMS] = claims
     return await handler(request)
