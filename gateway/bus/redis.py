@@ -1,0 +1,275 @@
+"""Redis pub/sub bus: one publishing connection, one subscribing connection, per replica.
+
+Guarantees (see base.py): `publish` is synchronous and never touches the network; a sender
+task drains a bounded queue, pipelining whatever piled up into one round trip, in order.
+While Redis is unreachable, or the queue is full, messages are dropped and counted. Payloads
+travel in a msgpack envelope `[sender, payload]` so a replica can drop its own echoes. Both
+connections reconnect by themselves (exponential backoff with jitter, capped) and the
+subscriber re-subscribes; delivery is at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from typing import Any
+
+import msgpack
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from gateway.bus.base import EVENTS, POSITIONS, BusHandler, command_channel
+
+log = logging.getLogger(__name__)
+
+_BACKOFF_BASE_S = 0.05
+_BACKOFF_CAP_S = 1.5
+
+
+def backoff_delay(
+    attempt: int, base_s: float = _BACKOFF_BASE_S, cap_s: float = _BACKOFF_CAP_S
+) -> float:
+    """Exponential backoff with "equal jitter": never zero, never above `cap_s`."""
+    ceiling = min(cap_s, base_s * 2.0 ** min(attempt, 16))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _client(url: str, connect_timeout_s: float, socket_timeout_s: float | None) -> Redis:
+    # No library retries: our own loops decide when to try again, so failures surface at once.
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=connect_timeout_s,
+        socket_timeout=socket_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+
+
+class RedisBus:
+    backend = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_queue: int = 10_000,
+        max_batch: int = 500,
+        connect_timeout_s: float = 1.0,
+        socket_timeout_s: float = 2.0,
+        ping_interval_s: float = 5.0,
+    ) -> None:
+        self._url = url
+        self._max_queue = max_queue
+        self._max_batch = max_batch
+        self._connect_timeout_s = connect_timeout_s
+        self._socket_timeout_s = socket_timeout_s
+        self._ping_interval_s = ping_interval_s
+        self._replica = ""
+        self._handler: BusHandler | None = None
+        self._queue: deque[tuple[str, bytes]] = deque()
+        self._wakeup = asyncio.Event()
+        self._pub: Redis | None = None
+        self._sub: Redis | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pub_up = False
+        self._sub_up = False
+        self._closed = False
+        self.published = 0
+        self.received = 0
+        self.dropped = 0
+        self.reconnects = 0
+
+    async def start(self, replica: str, handler: BusHandler) -> None:
+        """Connect and subscribe. Waits for the first attempt of each connection only: a
+        replica whose Redis is down still starts, and the bus connects when Redis appears."""
+        self._replica = replica
+        self._handler = handler
+        self._pub = _client(self._url, self._connect_timeout_s, self._socket_timeout_s)
+        self._sub = _client(self._url, self._connect_timeout_s, self._socket_timeout_s)
+        pub_tried, sub_tried = asyncio.Event(), asyncio.Event()
+        self._tasks = [
+            asyncio.create_task(self._send_loop(pub_tried), name=f"bus-send-{replica}"),
+            asyncio.create_task(self._listen_loop(sub_tried), name=f"bus-listen-{replica}"),
+        ]
+        await pub_tried.wait()
+        await sub_tried.wait()
+
+    async def close(self) -> None:
+        self._closed = True
+        self._handler = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        for client in (self._pub, self._sub):
+            if client is not None:
+                await client.aclose()
+        self._pub = self._sub = None
+        self._pub_up = self._sub_up = False
+
+    def publish(self, channel: str, payload: bytes) -> None:
+        if not self._pub_up or len(self._queue) >= self._max_queue:
+            self.dropped += 1
+            return
+        self._queue.append((channel, payload))
+        self._wakeup.set()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "published": self.published,
+            "received": self.received,
+            "dropped": self.dropped,
+            "connected": self._pub_up and self._sub_up,
+            "queued": len(self._queue),
+            "reconnects": self.reconnects,
+        }
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def _send_loop(self, tried: asyncio.Event) -> None:
+        assert self._pub is not None
+        attempt = 0
+        while not self._closed:
+            if not self._pub_up:
+                try:
+                    await self._pub.ping()
+                except Exception as exc:  # whatever it is, retry later: never die silently
+                    tried.set()
+                    if attempt == 0:
+                        log.warning(
+                            "bus: publisher cannot reach Redis: %s: %s", type(exc).__name__, exc
+                        )
+                    await asyncio.sleep(backoff_delay(attempt))
+                    attempt += 1
+                    continue
+                if attempt:
+                    self.reconnects += 1
+                    log.info("bus: publisher reconnected")
+                attempt = 0
+                self._pub_up = True
+                tried.set()
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue and self._pub_up:
+                batch = [
+                    self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))
+                ]
+                try:
+                    await self._send(batch)
+                except (RedisError, OSError) as exc:
+                    # At most once: what was in flight is dropped too.
+                    self.dropped += len(batch)
+                    self._publisher_down()
+                    log.warning("bus: publish failed, dropping until Redis is back: %s", exc)
+                    break
+                except Exception:
+                    self.dropped += len(batch)
+                    log.exception("bus: could not send a batch of %d", len(batch))
+                    continue
+                self.published += len(batch)
+
+    def _publisher_down(self) -> None:
+        """Drop what is queued and make `publish` drop until the sender has pinged Redis."""
+        self._pub_up = False
+        self.dropped += len(self._queue)
+        self._queue.clear()
+        self._wakeup.set()
+
+    async def _send(self, batch: list[tuple[str, bytes]]) -> None:
+        assert self._pub is not None
+        sender = self._replica
+        if len(batch) == 1:
+            channel, payload = batch[0]
+            await self._pub.publish(channel, msgpack.packb((sender, payload)))
+            return
+        async with self._pub.pipeline(transaction=False) as pipe:
+            for channel, payload in batch:
+                pipe.publish(channel, msgpack.packb((sender, payload)))
+            await pipe.execute()
+
+    # -- receiving -----------------------------------------------------------------------
+
+    async def _listen_loop(self, tried: asyncio.Event) -> None:
+        assert self._sub is not None
+        channels = [POSITIONS, EVENTS, command_channel(self._replica)]
+        attempt = 0
+        while not self._closed:
+            pubsub = self._sub.pubsub()
+            try:
+                await self._subscribe(pubsub, channels)
+                if attempt:
+                    self.reconnects += 1
+                    log.info("bus: subscriber reconnected")
+                attempt = 0
+                self._sub_up = True
+                tried.set()
+                await self._receive(pubsub)
+            except Exception as exc:  # Redis errors, and anything else: never die silently
+                if self._sub_up or attempt == 0:
+                    log.warning("bus: subscriber lost Redis: %s: %s", type(exc).__name__, exc)
+                if self._sub_up and self._pub_up:
+                    # The publishing connection is most likely dead too; it would only find
+                    # out by losing the next message, so make it reconnect now.
+                    self._publisher_down()
+                self._sub_up = False
+                tried.set()
+                await asyncio.sleep(backoff_delay(attempt))
+                attempt += 1
+            finally:
+                self._sub_up = False
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def _subscribe(self, pubsub: PubSub, channels: list[str]) -> None:
+        await pubsub.subscribe(*channels)
+        # Wait for every confirmation, so a started bus really hears what is published next.
+        pending = {c.encode() for c in channels}
+        while pending:
+            msg = await pubsub.get_message(timeout=self._socket_timeout_s)
+            if msg is None:
+                raise RedisError("no subscription confirmation from Redis")
+            if msg["type"] == "subscribe":
+                pending.discard(msg["channel"])
+            elif msg["type"] == "message":
+                self._deliver(msg["channel"], msg["data"])
+
+    async def _receive(self, pubsub: PubSub) -> None:
+        loop = asyncio.get_running_loop()
+        last_rx = loop.time()
+        while not self._closed:
+            msg = await pubsub.get_message(timeout=self._ping_interval_s)
+            now = loop.time()
+            if msg is None:
+                # Idle: a PING proves the link is alive (a hung server or a half-open socket
+                # would otherwise keep us "subscribed" forever).
+                if now - last_rx > 2 * self._ping_interval_s:
+                    raise RedisError("subscriber connection silent, reconnecting")
+                await pubsub.ping()
+                continue
+            last_rx = now
+            if msg["type"] == "message":
+                self._deliver(msg["channel"], msg["data"])
+
+    def _deliver(self, channel: bytes, data: bytes) -> None:
+        try:
+            sender, payload = msgpack.unpackb(data)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            log.warning("bus: dropping a malformed message on %r", channel)
+            return
+        if sender == self._replica or self._handler is None:
+            return
+        self.received += 1
+        try:
+            self._handler(channel.decode(), payload)
+        except Exception:
+            # One bad message must not kill the subscription.
+            log.exception("bus: handler failed on %r", channel)
