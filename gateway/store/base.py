@@ -1,8 +1,9 @@
 """The store interface; every backend passes one contract suite (tests/integration/test_store.py).
 
 Guarantees every implementation gives:
-- `write_positions` is one statement for the whole batch; it never creates or resurrects an NPC
-  (positions of an unknown or deleted NPC are ignored).
+- `write_positions` is one atomic write for the whole batch (PostgreSQL: COPY into a staging
+  table and one UPDATE, in one transaction; SQLite: one prepared UPDATE in one transaction);
+  it never creates or resurrects an NPC (positions of an unknown or deleted NPC are ignored).
 - `insert_metrics` writes all rows or none.
 - Methods raise :class:`StoreUnavailable` when the database cannot be reached, so callers can
   keep what they hold and retry; they never raise it for bad input.
@@ -10,7 +11,7 @@ Guarantees every implementation gives:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 from gateway.types import MetricRow, NpcMap, PositionUpdate
@@ -37,7 +38,7 @@ class Store(Protocol):
 
     # -- registry -------------------------------------------------------------------------------
     async def ensure_npc(self, npc_id: str) -> NpcMap:
-        """Return the NPC, registering it with role `unknown` and status `offline` if absent."""
+        """Return the NPC, registering it with role `unknown` and status `unknown` if absent."""
 
     async def create_npc(self, npc_id: str, name: str, role: str, status: str) -> NpcMap:
         """Register a new NPC; raise :class:`NpcExists` if the id is taken."""
@@ -71,6 +72,11 @@ class Store(Protocol):
     async def get_profile(self, npc_id: str) -> dict[str, Any] | None: ...
 
     async def put_profile(self, npc_id: str, profile: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def update_profile(
+        self, npc_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Apply `change` to the profile atomically (no lost update across replicas)."""
 
     # -- metrics --------------------------------------------------------------------------------
     async def insert_metrics(self, rows: Sequence[MetricRow]) -> None: ...

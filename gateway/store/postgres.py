@@ -1,0 +1,429 @@
+"""The PostgreSQL store: an asyncpg pool.
+
+Connection-level failures (refused, reset, server shutting down or restarting, too many
+connections, pool acquire timeout) become :class:`StoreUnavailable`. The pool replaces a closed
+connection when it is next acquired, so after the server comes back the same store object works
+again without help; a connection that dies during a call fails only that call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from gateway.store import migrations
+from gateway.store.base import NpcExists, StoreUnavailable
+from gateway.store.sqlite import (
+    NPC_COLUMNS,
+    UNKNOWN,
+    CallStats,
+    check_changes,
+    check_profile,
+    iso,
+    latest_positions,
+)
+from gateway.types import MetricRow, NpcMap, PositionUpdate
+
+_COLS = ", ".join(NPC_COLUMNS)
+_SELECT_NPC = f"SELECT {_COLS} FROM npcs"
+
+# The server cannot be reached or is going away. OSError covers refused/reset sockets and
+# TimeoutError (connect and pool-acquire timeouts).
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08, incl. ConnectionDoesNotExistError
+    asyncpg.InterfaceError,  # the connection was closed under the call
+    asyncpg.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,  # terminated by a fast shutdown
+    asyncpg.CrashShutdownError,
+)
+
+# Positions go by COPY into a per-connection temp table, then ONE UPDATE joins it, in one
+# transaction. scripts/bench_store.py measured it against `UPDATE … FROM unnest($1::text[], …)`
+# and executemany: on par at 1,000 NPCs, ~1.8x faster than unnest at 2,000-5,000.
+_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS positions_stage (
+    id text COLLATE "C", x float8, y float8, z float8, yaw float8, pitch float8, dim text
+) ON COMMIT DELETE ROWS
+"""
+_STAGE_COLUMNS = ("id", "x", "y", "z", "yaw", "pitch", "dim")
+_WRITE_POSITIONS = """
+UPDATE npcs AS n
+SET x = s.x, y = s.y, z = s.z, yaw = s.yaw, pitch = s.pitch, dim = s.dim, updated_at = now()
+FROM positions_stage AS s
+WHERE n.id = s.id
+"""
+
+# Rows of unknown (e.g. just deleted) NPCs are dropped, like positions, instead of failing the
+# foreign key and with it the whole batch.
+_INSERT_METRICS = """
+INSERT INTO metrics (npc, name, value, ts)
+SELECT u.npc, u.name, u.value, u.ts
+FROM unnest($1::text[], $2::text[], $3::float8[], $4::int8[]) AS u (npc, name, value, ts)
+WHERE EXISTS (SELECT 1 FROM npcs WHERE npcs.id = u.npc)
+"""
+
+# Registers the NPC or returns the existing row, in one round trip. `inserted` feeds `writes`.
+_ENSURE = f"""
+WITH ins AS (
+    INSERT INTO npcs (id, name, role, status) VALUES ($1, $1, $2, $2)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING {_COLS}
+)
+SELECT {_COLS}, true AS inserted FROM ins
+UNION ALL
+SELECT {_COLS}, false AS inserted FROM npcs WHERE id = $1
+LIMIT 1
+"""
+
+
+def _npc(record: asyncpg.Record | None) -> NpcMap | None:
+    if record is None:
+        return None
+    npc = {k: record[k] for k in NPC_COLUMNS}
+    npc["updated_at"] = iso(npc["updated_at"])
+    npc["created_at"] = iso(npc["created_at"])
+    return npc
+
+
+def _affected(status: str) -> int:
+    """Row count from a command tag such as `UPDATE 3` or `INSERT 0 5`."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text"
+    )
+    await conn.execute(_STAGE)
+
+
+class PostgresStore:
+    """:class:`gateway.store.base.Store` on PostgreSQL through an asyncpg pool."""
+
+    backend = "postgres"
+
+    def __init__(
+        self,
+        dsn: str,
+        pool_max: int = 20,
+        *,
+        pool_min: int = 2,
+        connect_timeout: float = 5.0,
+        acquire_timeout: float = 5.0,
+        command_timeout: float = 30.0,
+        auto_migrate: bool = True,
+    ) -> None:
+        self.dsn = dsn
+        self.pool_max = max(1, pool_max)
+        self.pool_min = max(0, min(pool_min, self.pool_max))
+        self.connect_timeout = connect_timeout
+        self.acquire_timeout = acquire_timeout
+        self.command_timeout = command_timeout
+        self.auto_migrate = auto_migrate
+        self._pool: asyncpg.Pool | None = None
+        self._stats = CallStats()
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection for one store call, timed, with failures mapped."""
+        pool = self._pool
+        if pool is None:
+            raise StoreUnavailable("the PostgreSQL store is not open")
+        with self._stats.timed():
+            try:
+                async with pool.acquire(timeout=self.acquire_timeout) as conn:
+                    yield conn
+            except asyncpg.DataError:
+                raise  # bad input (a subclass of InterfaceError), never an outage
+            except _UNAVAILABLE as e:
+                raise StoreUnavailable(f"PostgreSQL: {type(e).__name__}: {e}") from e
+
+    def _count(self, status: str) -> int:
+        n = _affected(status)
+        if n:
+            self._stats.writes += 1
+        return n
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Create the pool and apply pending migrations; StoreUnavailable if the server is down."""
+        if self._pool is not None:
+            return
+        pool = asyncpg.create_pool(
+            self.dsn,
+            min_size=self.pool_min,
+            max_size=self.pool_max,
+            timeout=self.connect_timeout,
+            command_timeout=self.command_timeout,
+            init=_init_connection,
+            max_inactive_connection_lifetime=60.0,
+        )
+        try:
+            await pool
+        except _UNAVAILABLE as e:
+            pool.terminate()
+            raise StoreUnavailable(f"PostgreSQL: {type(e).__name__}: {e}") from e
+        self._pool = pool
+        if self.auto_migrate:
+            try:
+                await self.migrate()
+            except BaseException:
+                await self.close()
+                raise
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), timeout=10.0)
+        except (TimeoutError, *_UNAVAILABLE):
+            pool.terminate()  # a call still holds a connection, or the server is gone
+
+    async def migrate(self) -> list[str]:
+        async with self._conn() as conn:
+            applied = await migrations.apply_postgres(conn)
+        self._stats.writes += len(applied)
+        return applied
+
+    # -- registry ---------------------------------------------------------------------------------
+    async def ensure_npc(self, npc_id: str) -> NpcMap:
+        async with self._conn() as conn:
+            while True:
+                row = await conn.fetchrow(_ENSURE, npc_id, UNKNOWN)
+                # No row: another replica inserted it after our snapshot was taken; look again.
+                if row is not None:
+                    break
+        if row["inserted"]:
+            self._stats.writes += 1
+        npc = _npc(row)
+        assert npc is not None
+        return npc
+
+    async def create_npc(self, npc_id: str, name: str, role: str, status: str) -> NpcMap:
+        async with self._conn() as conn:
+            try:
+                row = await conn.fetchrow(
+                    f"INSERT INTO npcs (id, name, role, status) VALUES ($1, $2, $3, $4)"
+                    f" RETURNING {_COLS}",
+                    npc_id,
+                    name,
+                    role,
+                    status,
+                )
+            except asyncpg.UniqueViolationError:
+                raise NpcExists(npc_id) from None
+        self._stats.writes += 1
+        npc = _npc(row)
+        assert npc is not None
+        return npc
+
+    async def get_npc(self, npc_id: str) -> NpcMap | None:
+        async with self._conn() as conn:
+            return _npc(await conn.fetchrow(f"{_SELECT_NPC} WHERE id = $1", npc_id))
+
+    async def list_npcs(
+        self,
+        *,
+        status: str | None = None,
+        role: str | None = None,
+        only_ids: Collection[str] | None = None,
+        exclude_ids: Collection[str] | None = None,
+        after_id: str | None = None,
+        limit: int = 100,
+    ) -> list[NpcMap]:
+        where: list[str] = []
+        params: list[Any] = []
+
+        def add(clause: str, value: Any) -> None:
+            params.append(value)
+            where.append(clause.format(f"${len(params)}"))
+
+        if status is not None:
+            add("status = {}", status)
+        if role is not None:
+            add("role = {}", role)
+        if only_ids is not None:
+            add("id = ANY({}::text[])", list(only_ids))
+        if exclude_ids:
+            add("id <> ALL({}::text[])", list(exclude_ids))
+        if after_id is not None:
+            add("id > {}", after_id)
+        sql = _SELECT_NPC + (f" WHERE {' AND '.join(where)}" if where else "")
+        params.append(max(0, limit))
+        async with self._conn() as conn:
+            rows = await conn.fetch(f"{sql} ORDER BY id LIMIT ${len(params)}", *params)
+        return [_npc(r) for r in rows]  # type: ignore[misc]
+
+    async def update_npc(self, npc_id: str, changes: dict[str, Any]) -> NpcMap | None:
+        changes = check_changes(changes)
+        if not changes:
+            return await self.get_npc(npc_id)
+        sets = ", ".join(f"{k} = ${i}" for i, k in enumerate(changes, start=2))
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"UPDATE npcs SET {sets}, updated_at = now() WHERE id = $1 RETURNING {_COLS}",
+                npc_id,
+                *changes.values(),
+            )
+        if row is not None:
+            self._stats.writes += 1
+        return _npc(row)
+
+    async def delete_npc(self, npc_id: str) -> bool:
+        # Profile and metrics go with it through ON DELETE CASCADE, in the same statement.
+        async with self._conn() as conn:
+            return self._count(await conn.execute("DELETE FROM npcs WHERE id = $1", npc_id)) > 0
+
+    async def set_status(self, npc_id: str, status: str) -> bool:
+        async with self._conn() as conn:
+            tag = await conn.execute(
+                "UPDATE npcs SET status = $2, updated_at = now() WHERE id = $1", npc_id, status
+            )
+        return self._count(tag) > 0
+
+    async def write_positions(self, updates: Sequence[PositionUpdate]) -> None:
+        """The latest position of each NPC in the batch: one UPDATE from a COPY-filled staging
+        table, in one transaction. Unknown ids match no row and are ignored."""
+        if not updates:
+            return
+        records = [
+            (u["id"], u["x"], u["y"], u["z"], u["yaw"], u["pitch"], u["dim"])
+            for u in latest_positions(updates)
+        ]
+        async with self._conn() as conn:
+            for attempt in range(3):
+                try:
+                    async with conn.transaction():
+                        await conn.copy_records_to_table(
+                            "positions_stage", records=records, columns=_STAGE_COLUMNS
+                        )
+                        tag = await conn.execute(_WRITE_POSITIONS)
+                    self._count(tag)
+                    return
+                except asyncpg.DeadlockDetectedError:
+                    # Two replicas touching the same rows (a bot moving between them); the
+                    # transaction was rolled back, so run it again.
+                    if attempt == 2:
+                        raise
+
+    # -- learning profiles ------------------------------------------------------------------------
+    async def get_profile(self, npc_id: str) -> dict[str, Any] | None:
+        async with self._conn() as conn:
+            return await conn.fetchval(
+                "SELECT profile FROM learning_profiles WHERE npc_id = $1", npc_id
+            )
+
+    async def put_profile(self, npc_id: str, profile: dict[str, Any]) -> dict[str, Any]:
+        """Store the profile; raise KeyError if the NPC is unknown."""
+        text = json.dumps(check_profile(profile), allow_nan=False)
+        async with self._conn() as conn:
+            try:
+                await conn.execute(
+                    "INSERT INTO learning_profiles (npc_id, profile) VALUES ($1, $2::text::jsonb)"
+                    " ON CONFLICT (npc_id) DO UPDATE"
+                    " SET profile = excluded.profile, updated_at = now()",
+                    npc_id,
+                    text,
+                )
+            except asyncpg.ForeignKeyViolationError:
+                raise KeyError(npc_id) from None
+        self._stats.writes += 1
+        return json.loads(text)
+
+    async def update_profile(
+        self, npc_id: str, fn: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Replace the profile with `fn(current)` atomically (`current` is {} if none yet).
+
+        The row is locked (SELECT … FOR UPDATE) from read to write, so concurrent updates from
+        several replicas apply one after the other; KeyError if the NPC is unknown.
+        """
+        async with self._conn() as conn, conn.transaction():
+            try:
+                # Make sure there is a row to lock; the FK check rejects an unknown NPC.
+                await conn.execute(
+                    "INSERT INTO learning_profiles (npc_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                    npc_id,
+                )
+            except asyncpg.ForeignKeyViolationError:
+                raise KeyError(npc_id) from None
+            current = await conn.fetchval(
+                "SELECT profile FROM learning_profiles WHERE npc_id = $1 FOR UPDATE", npc_id
+            )
+            text = json.dumps(check_profile(fn(current)), allow_nan=False)
+            await conn.execute(
+                "UPDATE learning_profiles SET profile = $2::text::jsonb, updated_at = now()"
+                " WHERE npc_id = $1",
+                npc_id,
+                text,
+            )
+        self._stats.writes += 1
+        return json.loads(text)
+
+    # -- metrics ----------------------------------------------------------------------------------
+    async def insert_metrics(self, rows: Sequence[MetricRow]) -> None:
+        """Insert all rows in one statement; rows of unknown NPCs are dropped."""
+        if not rows:
+            return
+        columns = [
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [float(r[2]) for r in rows],
+            [int(r[3]) for r in rows],
+        ]
+        async with self._conn() as conn:
+            for attempt in range(2):
+                try:
+                    self._count(await conn.execute(_INSERT_METRICS, *columns))
+                    return
+                except asyncpg.ForeignKeyViolationError:
+                    # An NPC was deleted between the EXISTS check and the insert; the statement
+                    # wrote nothing, and the retry's EXISTS now drops that NPC's rows.
+                    if attempt == 1:
+                        raise
+
+    async def query_metrics(
+        self,
+        *,
+        npc: str | None = None,
+        name: str | None = None,
+        since_ms: int | None = None,
+        limit: int = 100,
+    ) -> list[MetricRow]:
+        """Newest first; `since_ms` is inclusive."""
+        where: list[str] = []
+        params: list[Any] = []
+        for clause, value in (("npc = {}", npc), ("name = {}", name), ("ts >= {}", since_ms)):
+            if value is not None:
+                params.append(value)
+                where.append(clause.format(f"${len(params)}"))
+        sql = "SELECT npc, name, value, ts FROM metrics"
+        if where:
+            sql += f" WHERE {' AND '.join(where)}"
+        params.append(max(0, limit))
+        async with self._conn() as conn:
+            rows = await conn.fetch(f"{sql} ORDER BY ts DESC LIMIT ${len(params)}", *params)
+        return [MetricRow(r[0], r[1], r[2], r[3]) for r in rows]
+
+    # -- figures ----------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        pool = self._pool
+        size = pool.get_size() if pool is not None else 0
+        idle = pool.get_idle_size() if pool is not None else 0
+        return {
+            "backend": self.backend,
+            "activeConnections": size - idle,
+            "idleConnections": idle,
+            "queryTime": self._stats.percentiles(),
+            "writes": self._stats.writes,
+        }
