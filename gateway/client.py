@@ -1,0 +1,604 @@
+"""Python SDK for bots and viewers (contract v1), on `websockets`.
+
+Both clients keep one WebSocket open in a background task and reconnect by themselves with
+jittered exponential backoff (capped). They stop for good on `close()`, when the server rejects
+the token (HTTP 401/403), or when it closes with a code that means "stop": 4404 (the NPC was
+deleted) and 4409 (replaced by a newer connection for the same NPC). `close_code` tells why.
+
+    async with BotClient(url, token, on_command=handle) as bot:
+        await bot.send_position(10, 64, -3)
+        rtt = await bot.ping()
+
+    async with ViewerClient(url, token) as viewer:
+        await viewer.wait_for(lambda npcs: "bot-1" in npcs)
+        print(viewer.npcs["bot-1"]["x"])
+"""
+
+# Timeouts are arguments (as in `wait_for(predicate, timeout)`) so tests and bots need no
+# asyncio.timeout block around every call.
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Self, TypeVar
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
+
+from gateway.protocol import CloseCode, Encoding, ProtocolError, decode, encode
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+Handler = Callable[[Message], Awaitable[None] | None]
+T = TypeVar("T")
+
+# Close codes after which reconnecting would only fight the server.
+STOP_CODES = frozenset({CloseCode.DELETED, CloseCode.REPLACED})
+
+
+class GatewayError(Exception):
+    """The gateway answered a request with an `error` message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class NotConnected(ConnectionError):
+    """A request that needs an answer was made while (or the link dropped while) disconnected."""
+
+
+def _encoding(value: str | Encoding) -> Encoding:
+    if isinstance(value, Encoding):
+        return value
+    aliases = {"json": Encoding.JSON, "msgpack": Encoding.MSGPACK}
+    return aliases.get(value) or Encoding(value)
+
+
+class _Client:
+    """The connection loop shared by bots and viewers; subclasses handle messages."""
+
+    path = ""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        encoding: str | Encoding = "json",
+        on_message: Handler | None = None,
+        backoff_initial: float = 0.25,
+        backoff_max: float = 10.0,
+        open_timeout: float = 10.0,
+    ) -> None:
+        base = url.rstrip("/")
+        # Accept either the server root or the full endpoint URL.
+        self.url = base if base.endswith(self.path) else base + self.path
+        self.token = token
+        self.encoding = _encoding(encoding)
+        self.on_message = on_message
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.open_timeout = open_timeout
+        self.welcome: Message | None = None
+        self.close_code: int | None = None  # of the last connection that closed
+        self.close_reason: str = ""
+        self.reconnects = 0  # successful connections after the first
+        self.error: BaseException | None = None  # why the client stopped, if not close()
+        self._ws: ClientConnection | None = None
+        self._connected = asyncio.Event()
+        self._disconnected = asyncio.Event()
+        self._disconnected.set()
+        self._stopped = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._refs = itertools.count(1)
+        self._pending: dict[Any, asyncio.Future[Message]] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self, timeout: float | None = 10.0) -> None:
+        """Start the connection loop; wait up to `timeout` s for the first `welcome`.
+
+        With `timeout=None` it returns at once and connects in the background. Raises
+        `InvalidStatus` if the server rejects the token, `TimeoutError` if not connected in
+        time (the client is closed then).
+        """
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"aicraft-client {self.url}")
+        if timeout is None:
+            return
+        try:
+            await self.wait_connected(timeout)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until a connection is up (its `welcome` received); raises if the client stops."""
+        async with asyncio.timeout(timeout):
+            connected = asyncio.ensure_future(self._connected.wait())
+            stopped = asyncio.ensure_future(self._stopped.wait())
+            try:
+                await asyncio.wait({connected, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                connected.cancel()
+                stopped.cancel()
+        if not self._connected.is_set():
+            raise self.error or NotConnected(f"client stopped (close code {self.close_code})")
+
+    async def wait_disconnected(self, timeout: float | None = None) -> None:
+        """Wait until the current connection (if any) is lost."""
+        async with asyncio.timeout(timeout):
+            await self._disconnected.wait()
+
+    async def wait_closed(self) -> int | None:
+        """Wait until the client stops for good; returns the last close code."""
+        await self._stopped.wait()
+        return self.close_code
+
+    async def close(self) -> None:
+        """Close the connection (code 1000) and stop reconnecting."""
+        self._closing = True
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for task in list(self._handlers):
+            task.cancel()
+        self._stopped.set()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    # -- the connection loop ----------------------------------------------------------------------
+    async def _run(self) -> None:
+        attempt = 0
+        try:
+            while not self._closing:
+                try:
+                    await self._connect_once()
+                    attempt = 0  # the link was up: start the backoff over
+                except InvalidStatus as exc:
+                    if exc.response.status_code in (401, 403):
+                        self.error = exc  # a bad token stays bad: retrying cannot help
+                        return
+                    log.info("gateway refused the connection: %s", exc)
+                except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
+                    log.info("gateway connection failed: %r", exc)
+                except Exception as exc:  # e.g. a malformed URL: retrying cannot help
+                    log.exception("gateway client stopped")
+                    self.error = exc
+                    return
+                if self._closing or self.close_code in STOP_CODES:
+                    return
+                # Equal jitter: never less than half the step, so a fleet spreads out.
+                step = min(self.backoff_max, self.backoff_initial * 2**attempt)
+                attempt += 1
+                await asyncio.sleep(step / 2 + random.uniform(0, step / 2))
+        finally:
+            self._connected.clear()
+            self._stopped.set()
+            self._fail_pending(NotConnected("client stopped"))
+
+    async def _connect_once(self) -> None:
+        async with connect(
+            self.url,
+            additional_headers={"Authorization": f"Bearer {self.token}"},
+            subprotocols=[Subprotocol(self.encoding.value)],
+            compression=None,  # small frames: deflate costs CPU and memory on both ends
+            proxy=None,
+            open_timeout=self.open_timeout,
+            max_size=64 * 1024 * 1024,  # snapshots of large fleets exceed websockets' 1 MiB
+        ) as ws:
+            welcome = self._decode(await ws.recv(decode=False))
+            if welcome is None or welcome.get("type") != "welcome":
+                raise InvalidHandshake(f"expected welcome, got {welcome!r}")
+            first = self.welcome is None
+            self.welcome = welcome
+            self.close_code, self.close_reason = None, ""
+            if not first:
+                self.reconnects += 1
+            self._ws = ws
+            try:
+                self._dispatch(welcome)
+                await self._on_connect(ws)
+                self._connected.set()
+                self._disconnected.clear()
+                while True:
+                    msg = self._decode(await ws.recv(decode=False))
+                    if msg is not None:
+                        self._dispatch(msg)
+            except ConnectionClosed:
+                pass
+            finally:
+                self._ws = None
+                self._connected.clear()
+                self._disconnected.set()
+                self.close_code = ws.close_code
+                self.close_reason = ws.close_reason or ""
+                self._fail_pending(NotConnected(f"connection closed ({ws.close_code})"))
+
+    async def _on_connect(self, ws: ClientConnection) -> None:
+        """Subclasses resend their state here, before the client counts as connected."""
+
+    def _decode(self, data: bytes | str) -> Message | None:
+        try:
+            return decode(data, self.encoding)
+        except ProtocolError as exc:
+            log.warning("undecodable frame from the gateway: %s", exc.message)
+            return None
+
+    def _dispatch(self, msg: Message) -> None:
+        kind = msg.get("type")
+        ref = msg.get("ref")
+        if ref is not None and kind in ("pong", "path_result", "error"):
+            future = self._pending.pop(ref, None)
+            if future is not None and not future.done():
+                if kind == "error":
+                    future.set_exception(
+                        GatewayError(str(msg.get("code")), str(msg.get("message")))
+                    )
+                else:
+                    future.set_result(msg)
+        try:
+            self._handle(msg)
+        except Exception:  # a malformed message must not end the connection loop
+            log.exception("could not apply %s message", kind)
+        if self.on_message is not None:
+            self._call(self.on_message, msg)
+
+    def _handle(self, msg: Message) -> None:
+        """Subclasses apply a received message here."""
+
+    def _call(self, handler: Callable[[Message], Any], msg: Message) -> None:
+        """Run a user callback; an async one runs as a task so it never stalls the reader."""
+        try:
+            result = handler(msg)
+        except Exception:
+            log.exception("message handler failed")
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            self._handlers.add(task)
+            task.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Task[Any]) -> None:
+        self._handlers.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("message handler failed", exc_info=task.exception())
+
+    def _fail_pending(self, exc: Exception) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(exc)
+
+    # -- sending ----------------------------------------------------------------------------------
+    async def send(self, msg: Message) -> bool:
+        """Send one message now; False (never an exception) if there is no connection."""
+        ws = self._ws
+        if ws is None:
+            return False
+        try:
+            await ws.send(encode(msg, self.encoding), text=self.encoding is Encoding.JSON)
+        except ConnectionClosed:
+            return False
+        return True
+
+    async def request(self, msg: Message, timeout: float = 10.0) -> Message:
+        """Send `msg` with a fresh `ref` and wait for the reply carrying it.
+
+        Raises `NotConnected` if disconnected (now or before the reply), `GatewayError` if the
+        gateway answers with `error`, `TimeoutError` after `timeout` s.
+        """
+        if self._ws is None:
+            raise NotConnected("not connected to the gateway")
+        ref = next(self._refs)
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending[ref] = future
+        try:
+            if not await self.send({**msg, "ref": ref}):
+                raise NotConnected("not connected to the gateway")
+            async with asyncio.timeout(timeout):
+                return await future
+        finally:
+            self._pending.pop(ref, None)
+
+    async def ping(self, timeout: float = 10.0) -> float:
+        """Round trip of an application-level `ping` → `pong`, in seconds."""
+        started = time.perf_counter()
+        await self.request({"type": "ping"}, timeout)
+        return time.perf_counter() - started
+
+
+class BotClient(_Client):
+    """One bot's link to `/ws/npc`.
+
+    Sends never raise while disconnected: the latest position and status are kept and sent
+    again after every reconnect; metrics and events sent while disconnected wait in a bounded
+    queue (oldest dropped past `offline_queue`) and go out on reconnect. `command` messages go
+    to `on_command` and are acknowledged on receipt unless `auto_ack=False` (then call `ack`).
+    """
+
+    path = "/ws/npc"
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        encoding: str | Encoding = "json",
+        on_command: Handler | None = None,
+        on_message: Handler | None = None,
+        auto_ack: bool = True,
+        offline_queue: int = 256,
+        **options: Any,
+    ) -> None:
+        super().__init__(url, token, encoding=encoding, on_message=on_message, **options)
+        self.on_command = on_command
+        self.auto_ack = auto_ack
+        self.position: Message | None = None  # the latest `pos` message
+        self.status: str | None = None
+        self.commands_received = 0
+        self._offline: deque[Message] = deque(maxlen=offline_queue)
+
+    async def _on_connect(self, ws: ClientConnection) -> None:
+        resend: list[Message] = []
+        if self.status is not None:
+            resend.append({"type": "status", "status": self.status})
+        if self.position is not None:
+            resend.append(self.position)
+        while self._offline:
+            resend.append(self._offline.popleft())
+        for msg in resend:
+            await ws.send(encode(msg, self.encoding), text=self.encoding is Encoding.JSON)
+
+    def _handle(self, msg: Message) -> None:
+        if msg.get("type") != "command":
+            return
+        self.commands_received += 1
+        if self.auto_ack and "id" in msg:
+            # Acked on receipt ("taken"): a long-running handler must not look like a loss.
+            task = asyncio.ensure_future(self.ack(msg["id"]))
+            self._handlers.add(task)
+            task.add_done_callback(self._handler_done)
+        if self.on_command is not None:
+            self._call(self.on_command, msg)
+
+    async def send_position(
+        self,
+        x: float,
+        y: float,
+        z: float,
+        yaw: float | None = None,
+        pitch: float | None = None,
+        dim: str | None = None,
+    ) -> bool:
+        """Send a position (blocks; yaw/pitch in Minecraft degrees).
+
+        Kept as the latest position even when disconnected, and resent after a reconnect.
+        Returns whether it went out now.
+        """
+        msg: Message = {"type": "pos", "x": x, "y": y, "z": z}
+        if yaw is not None:
+            msg["yaw"] = yaw
+        if pitch is not None:
+            msg["pitch"] = pitch
+        if dim is not None:
+            msg["dim"] = dim
+        self.position = msg
+        return await self.send(msg)
+
+    async def send_status(self, status: str) -> bool:
+        """Send a status (`[a-z0-9_-]{1,32}`); kept and resent after a reconnect."""
+        self.status = status
+        return await self.send({"type": "status", "status": status})
+
+    async def send_metric(self, name: str, value: float, ts: int | None = None) -> bool:
+        """Queue a metric sample (ts in epoch ms, default: the gateway's clock)."""
+        msg: Message = {"type": "metric", "name": name, "value": value}
+        if ts is not None:
+            msg["ts"] = ts
+        return await self._send_or_queue(msg)
+
+    async def send_event(self, name: str, data: Message | None = None) -> bool:
+        """Publish an event to viewers (`task:*` names also become metrics)."""
+        msg: Message = {"type": "event", "name": name}
+        if data is not None:
+            msg["data"] = data
+        return await self._send_or_queue(msg)
+
+    async def ack(self, command_id: str | int) -> bool:
+        """Confirm a `command` was taken."""
+        return await self.send({"type": "ack", "id": command_id})
+
+    async def request_path(
+        self,
+        start: Sequence[int],
+        goal: Sequence[int],
+        world: Message,
+        *,
+        max_nodes: int | None = None,
+        timeout_ms: int | None = None,
+        timeout: float = 30.0,
+    ) -> Message:
+        """Ask the worker pool for a path; returns the `path_result` (check its `ok`).
+
+        Raises `NotConnected` while disconnected and `GatewayError` (e.g. `busy`) on `error`.
+        """
+        msg: Message = {"type": "path", "start": list(start), "goal": list(goal), "world": world}
+        if max_nodes is not None:
+            msg["max_nodes"] = max_nodes
+        if timeout_ms is not None:
+            msg["timeout_ms"] = timeout_ms
+        return await self.request(msg, timeout)
+
+    async def _send_or_queue(self, msg: Message) -> bool:
+        if await self.send(msg):
+            return True
+        self._offline.append(msg)
+        return False
+
+
+class ViewerClient(_Client):
+    """One map viewer's link to `/ws/viewer`, with the merged live state in `npcs`.
+
+    `npcs` maps NPC id → NPC map: each `snapshot` replaces it (one arrives after every
+    (re)connect and every `subscribe`), `positions` and `status` update entries, `joined` /
+    `left` set `online`. The subscription is sent again after a reconnect.
+    """
+
+    path = "/ws/viewer"
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        encoding: str | Encoding = "json",
+        on_message: Handler | None = None,
+        queue_size: int = 10_000,
+        **options: Any,
+    ) -> None:
+        super().__init__(url, token, encoding=encoding, on_message=on_message, **options)
+        self.npcs: dict[str, Message] = {}
+        self.frames = 0  # `positions` frames received
+        self.updates = 0  # position updates applied
+        self.dropped = 0  # messages an iterator did not take in time (its queue was full)
+        self.queue_size = queue_size
+        self._subscription: Message | None = None
+        self._queues: set[asyncio.Queue[Message]] = set()
+        self._waiters: list[tuple[Callable[[Message | None], bool], asyncio.Future[Any]]] = []
+
+    async def _on_connect(self, ws: ClientConnection) -> None:
+        if self._subscription is not None:
+            await ws.send(
+                encode(self._subscription, self.encoding), text=self.encoding is Encoding.JSON
+            )
+
+    async def subscribe(self, dim: str | None = None, area: Sequence[float] | None = None) -> bool:
+        """Receive only NPCs of `dim` inside `area` ([x0, z0, x1, z1]); no args: everything.
+
+        A fresh `snapshot` follows. Kept and resent after a reconnect.
+        """
+        msg: Message = {"type": "subscribe"}
+        if dim is not None:
+            msg["dim"] = dim
+        if area is not None:
+            msg["area"] = list(area)
+        self._subscription = msg if len(msg) > 1 else None
+        return await self.send(msg)
+
+    def _handle(self, msg: Message) -> None:
+        kind = msg.get("type")
+        if kind == "positions":
+            self.frames += 1
+            for update in msg.get("updates") or ():
+                self.npcs.setdefault(update["id"], {"id": update["id"]}).update(update)
+                self.updates += 1
+        elif kind == "snapshot":
+            self.npcs = {npc["id"]: npc for npc in msg.get("npcs") or ()}
+        elif kind == "status":
+            self.npcs.setdefault(msg["id"], {"id": msg["id"]})["status"] = msg.get("status")
+        elif kind in ("joined", "left"):
+            self.npcs.setdefault(msg["id"], {"id": msg["id"]})["online"] = kind == "joined"
+        for queue in self._queues:
+            if queue.full():
+                queue.get_nowait()
+                self.dropped += 1
+            queue.put_nowait(msg)
+        self._check_waiters(msg)
+
+    # -- consuming --------------------------------------------------------------------------------
+    async def messages(self) -> AsyncIterator[Message]:
+        """Every message received from now on (a bounded queue per iterator: oldest dropped)."""
+        queue: asyncio.Queue[Message] = asyncio.Queue(self.queue_size)
+        self._queues.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._queues.discard(queue)
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self.messages()
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Message]], bool], timeout: float = 10.0
+    ) -> dict[str, Message]:
+        """Wait until `predicate(npcs)` holds (checked now and after every message); → `npcs`."""
+        await self._wait(lambda _msg: predicate(self.npcs), timeout)
+        return self.npcs
+
+    async def wait_for_message(
+        self, predicate: Callable[[Message], bool], timeout: float = 10.0
+    ) -> Message:
+        """Wait for the next received message that satisfies `predicate`; → that message."""
+        result: Message = await self._wait(
+            lambda msg: msg is not None and predicate(msg), timeout, check_now=False
+        )
+        return result
+
+    async def wait_for_npc(self, npc_id: str, timeout: float = 10.0, **fields: Any) -> Message:
+        """Wait until `npcs[npc_id]` exists with these field values; → its map."""
+        await self.wait_for(
+            lambda npcs: (
+                npc_id in npcs and all(npcs[npc_id].get(k) == v for k, v in fields.items())
+            ),
+            timeout,
+        )
+        return self.npcs[npc_id]
+
+    async def _wait(
+        self, test: Callable[[Message | None], bool], timeout: float, *, check_now: bool = True
+    ) -> Any:
+        if check_now and test(None):
+            return None
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        entry = (test, future)
+        self._waiters.append(entry)
+        try:
+            async with asyncio.timeout(timeout):
+                return await future
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(entry)
+
+    def _check_waiters(self, msg: Message) -> None:
+        for test, future in list(self._waiters):
+            if future.done():
+                continue
+            try:
+                if test(msg):
+                    future.set_result(msg)
+            except Exception as exc:  # a broken predicate fails its waiter, not the reader
+                future.set_exception(exc)
