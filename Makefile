@@ -1,22 +1,40 @@
-# Every target does its own set-up: a fresh clone needs nothing but python3.
+# Every target does its own set-up: a fresh clone needs nothing but python3 (and apt for the
+# database servers the tests start throwaway copies of).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+STAMP := $(VENV)/.installed-stamp
+SYSDEPS := $(VENV)/.sysdeps-stamp
+PORT ?= 8080
 
-.PHONY: run test bench lint format clean
+.PHONY: run test bench bench-path lint format demo cluster minecraft-demo clean
 
 $(STAMP): pyproject.toml
-	$(PY) -m venv $(VENV)
+	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)
-	$(BIN)/python -m gateway serve
+$(SYSDEPS): scripts/install-system-deps.sh | $(STAMP)
+	bash scripts/install-system-deps.sh
+	touch $(SYSDEPS)
 
-test: $(STAMP)
+## run: the gateway on embedded defaults (SQLite, in-process bus and cache)
+run: $(STAMP)
+	@bash scripts/run.sh $(PORT)
+
+## test: every test, against throwaway PostgreSQL/Redis servers the tests start
+test: $(STAMP) $(SYSDEPS)
+	$(BIN)/ruff check gateway tests scripts
 	$(BIN)/python -m pytest -q
+
+## bench: load benchmark (1,000 bots x 10 Hz + 200 viewers on PostgreSQL; QUICK=1 for a short run)
+bench: $(STAMP) $(SYSDEPS)
+	$(BIN)/python scripts/bench.py $(if $(QUICK),--quick,) $(BENCH_ARGS)
+
+## bench-path: pathfinding throughput and event-loop lag
+bench-path: $(STAMP)
+	$(BIN)/python scripts/bench_path.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests scripts
@@ -27,4 +45,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix gateway tests scripts
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache test-artifacts

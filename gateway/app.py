@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.api import npcs, prometheus, system
+from gateway.api import commands, minecraft, npcs, prometheus, system
 from gateway.api.auth import auth_middleware
 from gateway.api.errors import error_middleware
+from gateway.breaker import MINECRAFT_BRIDGE_BREAKER
+from gateway.bridge import MINECRAFT_BRIDGE, MinecraftBridge
 from gateway.bus import Bus, MemoryBroker, MemoryBus
 from gateway.cache import Cache, MemoryCache
 from gateway.config import Settings
@@ -109,7 +111,8 @@ def create_app(settings: Settings, *, broker: MemoryBroker | None = None) -> web
             yield
             return
         pool = WorkerPool(settings.workers)
-        await pool.start()
+        # Workers warm up (import, JIT) in the background; requests queue until they are ready.
+        await pool.start(wait_ready=False)
         app[WORKER_POOL] = pool
         app[NODE].worker_pool = pool
         try:
@@ -117,8 +120,21 @@ def create_app(settings: Settings, *, broker: MemoryBroker | None = None) -> web
         finally:
             await pool.close()
 
+    async def bridge_ctx(app: web.Application) -> AsyncIterator[None]:
+        if not settings.rcon_url:
+            app[MINECRAFT_BRIDGE] = None
+            yield
+            return
+        bridge = MinecraftBridge(settings.rcon_url, app[NODE].breakers[MINECRAFT_BRIDGE_BREAKER])
+        app[MINECRAFT_BRIDGE] = bridge
+        try:
+            yield
+        finally:
+            await bridge.close()
+
     app.cleanup_ctx.append(node_ctx)
     app.cleanup_ctx.append(workers_ctx)
+    app.cleanup_ctx.append(bridge_ctx)
     app.on_shutdown.append(_drain)
 
     app.router.add_get("/ws/npc", npc_endpoint)
@@ -126,6 +142,8 @@ def create_app(settings: Settings, *, broker: MemoryBroker | None = None) -> web
     system.add_routes(app)
     prometheus.add_routes(app)
     npcs.add_routes(app)
+    commands.add_routes(app)
+    minecraft.add_routes(app)
     _add_optional_routes(app)
     return app
 

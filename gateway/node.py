@@ -14,11 +14,14 @@ from typing import Any
 
 import msgpack
 
+from gateway.breaker import BREAKER_NAMES, DATABASE_BREAKER, REDIS_BREAKER, BreakerRegistry
 from gateway.bus import Bus
 from gateway.bus.base import EVENTS, POSITIONS, command_channel
 from gateway.cache import Cache
 from gateway.coalescer import Coalescer
+from gateway.commands import CommandRouter
 from gateway.config import Settings
+from gateway.guards import GuardedPresence, GuardedStore
 from gateway.hub import Hub
 from gateway.presence import Presence
 from gateway.protocol import CloseCode
@@ -36,6 +39,7 @@ from gateway.writers import (
 log = logging.getLogger(__name__)
 
 _pack = msgpack.Packer(use_bin_type=True).pack
+PRESENCE_HEARTBEAT_S = 5.0  # a third of the Redis presence TTL (15 s)
 
 
 def now_ms() -> int:
@@ -53,20 +57,24 @@ class Node:
     ) -> None:
         self.settings = settings
         self.replica = settings.replica_id
-        self.store = store
-        self.bus = bus
-        self.presence = presence
-        self.cache = cache
+        self.breakers = BreakerRegistry(BREAKER_NAMES)
         self.hub = Hub(settings.viewer_stall_s)
+        self.store = GuardedStore(store, self.breakers[DATABASE_BREAKER])
+        self.bus = bus
+        self.presence = GuardedPresence(
+            presence, self.breakers[REDIS_BREAKER], self.replica, lambda: self.hub.bots.keys()
+        )
+        self.cache = cache
+        self.commands = CommandRouter(self.replica, self.hub, bus, self.presence, cache)
         self.coalescer = Coalescer()
         # Latest position per NPC as broadcast (this replica's and others'): snapshots and REST.
         self.live: dict[str, PositionUpdate] = {}
-        self.registry = Registry(store, cache, presence, self.live)
+        self.registry = Registry(self.store, cache, self.presence, self.live)
         self.passthrough = settings.tick_ms == 0
         self.positions: PositionWriter | PassthroughPositionWriter = (
-            PassthroughPositionWriter(store.write_positions)
+            PassthroughPositionWriter(self.store.write_positions)
             if self.passthrough
-            else PositionWriter(store.write_positions)
+            else PositionWriter(self.store.write_positions)
         )
         self.statuses = StatusWriter(self.registry.set_status)
         self.metrics = MetricsBatcher(
@@ -86,7 +94,19 @@ class Node:
         self.metrics.start()
         if self.ticker is not None:
             self.ticker.start()
+        self._heartbeat = asyncio.create_task(self._presence_heartbeat(), name="presence")
         self.state = "ok"
+
+    async def _presence_heartbeat(self) -> None:
+        """Keep this replica's claims alive (and re-create them after a Redis restart)."""
+        while True:
+            await asyncio.sleep(PRESENCE_HEARTBEAT_S)
+            lost = await self.presence.refresh(self.replica, list(self.hub.bots))
+            for npc in lost:  # another replica took the bot over and we missed the kick
+                bot = self.hub.bots.get(npc)
+                if bot is not None:
+                    bot.replaced = True
+                    self._spawn_close(bot, CloseCode.REPLACED, "replaced by a newer connection")
 
     async def drain(self, deadline_s: float = 10.0) -> None:
         """Shutdown: stop ticking, deliver and write the current window, close every socket."""
@@ -102,6 +122,8 @@ class Node:
                 log.error("shutdown: %d items could not be written", writer.pending)
 
     async def close(self) -> None:
+        self._heartbeat.cancel()
+        await asyncio.gather(self._heartbeat, return_exceptions=True)
         await self.bus.close()
 
     # -- positions ----------------------------------------------------------------------------
@@ -232,15 +254,18 @@ class Node:
             log.exception("bad bus message on %s", channel)
 
     def _on_command_channel(self, msg: dict[str, Any]) -> None:
-        if msg.get("k") == "kick":
+        if msg.get("k") in ("cmd", "cmd_ok"):
+            self.commands.on_bus(msg)
+        elif msg.get("k") == "kick":
             bot = self.hub.bots.get(msg["id"])
             if bot is not None:
                 bot.replaced = True
                 self._spawn_close(bot, CloseCode.REPLACED, "replaced by a newer connection")
 
     def command_acked(self, npc_id: str, command_id: str | int) -> None:
-        """A bot confirmed a command (recorded; routing of commands comes with scale-out)."""
+        """A bot confirmed a command: recorded where every replica can look it up."""
         self.acks_received += 1
+        asyncio.get_running_loop().create_task(self.commands.acked(npc_id, command_id))
 
     # -- writes -------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ class _Retrying:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._lock = asyncio.Lock()  # the loop and a shutdown flush never write concurrently
         self._task: asyncio.Task[None] | None = None
         self.failures = 0
 
@@ -53,7 +54,8 @@ class _Retrying:
             await self._wake.wait()
             self._wake.clear()
             try:
-                await self._flush()
+                async with self._lock:
+                    await self._flush()
                 delay = RETRY_MIN_S
             except StoreUnavailable as exc:
                 self.failures += 1
@@ -75,7 +77,8 @@ class _Retrying:
         end = loop.time() + deadline_s
         while self._has_pending():
             try:
-                await self._flush()
+                async with self._lock:
+                    await self._flush()
             except StoreUnavailable:
                 if loop.time() >= end:
                     return False

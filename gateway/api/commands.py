@@ -1,0 +1,53 @@
+"""`POST /api/npcs/{id}/commands`: hand an operator's command to the bot, on any replica."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from gateway.api.errors import ApiError, json_response, read_json
+from gateway.commands import NotConfirmed, NotConnected
+from gateway.keys import NODE
+from gateway.protocol import NPC_ID_RE
+
+ACTION_RE = re.compile(r"[A-Za-z0-9_:.-]{1,64}")
+MAX_COMMAND_BYTES = 16 * 1024
+
+
+async def send_command(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    npc_id = request.match_info["npc_id"]
+    if not NPC_ID_RE.fullmatch(npc_id):
+        raise ApiError(404, "not_found", "no such NPC")
+    body = await read_json(request, MAX_COMMAND_BYTES)
+    if type(body) is not dict:
+        raise ApiError(400, "bad_message", "body must be a JSON object {action, args?}")
+    action, args = body.get("action"), body.get("args", {})
+    if type(action) is not str or not ACTION_RE.fullmatch(action):
+        raise ApiError(400, "bad_message", "action must match [A-Za-z0-9_:.-]{1,64}")
+    if args is None:
+        args = {}
+    if type(args) is not dict:
+        raise ApiError(400, "bad_message", "args must be a JSON object")
+    try:
+        command_id = await node.commands.send(npc_id, action, args)
+    except NotConnected:
+        raise ApiError(409, "not_connected", f"no replica holds a bot for {npc_id}") from None
+    except NotConfirmed:
+        raise ApiError(
+            504, "timeout", "the replica holding the bot did not confirm in 2 s"
+        ) from None
+    return json_response({"id": command_id, "delivered": True}, 202)
+
+
+async def get_command(request: web.Request) -> web.Response:
+    record = await request.app[NODE].commands.lookup(request.match_info["command_id"])
+    if record is None:
+        raise ApiError(404, "not_found", "no such command (records are kept 5 minutes)")
+    return json_response(record)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/npcs/{npc_id}/commands", send_command)
+    app.router.add_get("/api/commands/{command_id}", get_command)

@@ -1,0 +1,119 @@
+"""Circuit breakers around the database and Redis presence, as drop-in wrappers of the ports.
+
+- `GuardedStore`: every store call goes through the `database` breaker. While it is OPEN calls
+  fail at once with `StoreUnavailable` (callers already handle that: writers keep what they
+  hold and retry, REST answers 503), so a dead database costs microseconds, not timeouts.
+- `GuardedPresence`: presence calls go through the `redis` breaker; when Redis is unreachable
+  presence degrades to what this replica knows (its own bots) instead of failing requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable, Collection
+from typing import Any
+
+from gateway.breaker import CircuitBreaker
+from gateway.presence import Presence
+from gateway.store import Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class GuardedStore:
+    """A Store whose async methods run through a breaker; other attributes pass through."""
+
+    def __init__(self, store: Store, breaker: CircuitBreaker) -> None:
+        self._store = store
+        self._breaker = breaker
+        self.backend = store.backend
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not asyncio.iscoroutinefunction(attr) or name in ("open", "close", "migrate"):
+            return attr
+
+        @functools.wraps(attr)
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            breaker = self._breaker
+            if not breaker.allow():
+                raise StoreUnavailable(
+                    f"database circuit open (retry in {breaker.retry_after():.0f} s)"
+                )
+            try:
+                async with asyncio.timeout(breaker.config.timeout):
+                    result = await attr(*args, **kwargs)
+            except (StoreUnavailable, TimeoutError) as exc:
+                breaker.record_failure()
+                raise StoreUnavailable(str(exc) or "database call timed out") from exc
+            except Exception:
+                breaker.record_success()  # the database answered; the input was bad
+                raise
+            breaker.record_success()
+            return result
+
+        return guarded
+
+    def stats(self) -> dict[str, Any]:
+        return self._store.stats()
+
+
+class GuardedPresence:
+    """Presence through the `redis` breaker, degrading to local knowledge when it is down."""
+
+    def __init__(
+        self,
+        presence: Presence,
+        breaker: CircuitBreaker,
+        replica: str,
+        local_bots: Callable[[], Collection[str]],
+    ) -> None:
+        self._presence = presence
+        self._breaker = breaker
+        self._replica = replica
+        self._local = local_bots
+
+    async def _call(self, method: str, *args: Any) -> tuple[bool, Any]:
+        breaker = self._breaker
+        if not breaker.allow():
+            return False, None
+        try:
+            async with asyncio.timeout(breaker.config.timeout):
+                result = await getattr(self._presence, method)(*args)
+        except Exception as exc:
+            breaker.record_failure()
+            log.warning("presence %s failed: %s", method, exc)
+            return False, None
+        breaker.record_success()
+        return True, result
+
+    async def claim(self, npc_id: str, replica: str) -> str | None:
+        ok, previous = await self._call("claim", npc_id, replica)
+        return previous if ok else None
+
+    async def release(self, npc_id: str, replica: str) -> None:
+        await self._call("release", npc_id, replica)
+
+    async def holder(self, npc_id: str) -> str | None:
+        ok, holder = await self._call("holder", npc_id)
+        if ok:
+            return holder
+        return self._replica if npc_id in self._local() else None
+
+    async def online(self, npc_ids: Collection[str] | None = None) -> set[str]:
+        ok, found = await self._call("online", npc_ids)
+        if ok:
+            return found
+        local = set(self._local())
+        return local if npc_ids is None else local.intersection(npc_ids)
+
+    async def refresh(self, replica: str, npc_ids: Collection[str]) -> set[str]:
+        """Heartbeat; returns the ids another replica has taken over (when the backend knows)."""
+        method = "refresh_held" if hasattr(self._presence, "refresh_held") else "refresh"
+        ok, lost = await self._call(method, replica, npc_ids)
+        return set(lost or ()) if ok else set()
+
+    async def close(self) -> None:
+        await self._presence.close()
