@@ -35,9 +35,10 @@ class Coalescer:
     def cut(self) -> dict[str, PositionUpdate]:
         """Take the window (NPC id → latest update) and start an empty one."""
         window = self._window
-        if window:
-            self._window = {}
-            self.total_batches += 1
+        if not window:
+            return {}  # never hand out the live window
+        self._window = {}
+        self.total_batches += 1
         return window
 
     @property

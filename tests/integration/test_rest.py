@@ -87,7 +87,7 @@ async def test_list_filters_and_pagination(gw: RunningGateway, admin: Rest) -> N
     _, offline = await admin.call("GET", "/api/npcs?online=false&role=miner")
     assert [n["id"] for n in offline["npcs"]] == ["n1", "n3"]
     for bad in ("limit=0", "limit=501", "limit=x", "online=maybe", "cursor=%%%"):
-        status, err = await admin.call("GET", f"/api/npcs?{bad}")
+        status, _ = await admin.call("GET", f"/api/npcs?{bad}")
         assert status == 400, bad
     await bot.close()
 

@@ -1,4 +1,4 @@
-"""The WebSocket contract (§3) over real sockets against a real gateway, on SQLite and PostgreSQL."""
+"""The WebSocket contract (§3) over real sockets against real gateways (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import msgpack
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from tests.harness import Rest, RunningGateway, running_gateway, gateway_settings, token
+from tests.harness import Rest, RunningGateway, gateway_settings, running_gateway, token
 
 HOUR_MS = 3_600_000  # a tick that never fires by itself: the test cuts windows
 
@@ -41,7 +41,7 @@ async def test_bots_and_viewers_in_both_encodings(gw: RunningGateway) -> None:
         f"miner_{i}": await gw.bot(f"miner_{i}", enc)
         for i, enc in enumerate(["json", "msgpack"] * 3)
     }
-    for i, (npc, bot) in enumerate(bots.items()):
+    for i, bot in enumerate(bots.values()):
         await bot.send({"type": "pos", "x": i, "y": 64, "z": -i, "yaw": 90, "pitch": -10.5})
     for viewer in viewers:
         seen: dict[str, dict] = {}
@@ -301,7 +301,7 @@ async def test_msgpack_binary_roundtrip_of_snapshot(manual: RunningGateway) -> N
     await bot.send({"type": "pos", "x": 1.5, "y": -60, "z": 2.25, "dim": "the_end"})
     await bot.roundtrip()
     manual.node.tick()
-    peer, snapshot = await manual.viewer("msgpack")
+    _, snapshot = await manual.viewer("msgpack")
     (npc,) = snapshot["npcs"]
     assert (npc["x"], npc["y"], npc["z"], npc["dim"]) == (1.5, -60, 2.25, "the_end")
     assert isinstance(msgpack.packb(snapshot), bytes)

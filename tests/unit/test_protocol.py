@@ -1,0 +1,181 @@
+"""The sans-I/O contract core: codec round trips and validation that never crashes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgpack
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.protocol import (
+    BOT_TYPES,
+    Encoding,
+    ErrorCode,
+    ProtocolError,
+    decode,
+    encode,
+    in_view,
+    message_type,
+    negotiate,
+    parse_event,
+    parse_metric,
+    parse_position,
+    parse_status,
+    parse_subscribe,
+)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+FIELDS = [
+    "type",
+    "x",
+    "y",
+    "z",
+    "yaw",
+    "pitch",
+    "dim",
+    "status",
+    "name",
+    "value",
+    "ts",
+    "data",
+    "ref",
+    "id",
+    "area",
+    "npc",
+]
+messages = st.dictionaries(
+    st.sampled_from(FIELDS) | st.text(max_size=5), json_values, max_size=8
+) | st.fixed_dictionaries(
+    {"type": st.sampled_from(sorted(BOT_TYPES))}, optional={k: json_values for k in FIELDS[1:]}
+)
+
+
+@pytest.mark.parametrize("encoding", list(Encoding))
+def test_codec_round_trip(encoding: Encoding) -> None:
+    msg = {"type": "positions", "ts": 1, "updates": [{"id": "a", "x": 1.5, "y": -2.0}]}
+    assert decode(encode(msg, encoding), encoding) == msg
+
+
+def test_decode_rejects_what_is_not_the_negotiated_encoding() -> None:
+    with pytest.raises(ProtocolError) as err:
+        decode(b"\x81\xa4type\xa3pos", Encoding.JSON)
+    assert err.value.code is ErrorCode.BAD_ENCODING
+    with pytest.raises(ProtocolError) as err:
+        decode('{"type":"pos"}', Encoding.MSGPACK)
+    assert err.value.code is ErrorCode.BAD_ENCODING
+    with pytest.raises(ProtocolError) as err:
+        decode(b"[1,2]", Encoding.JSON)
+    assert err.value.code is ErrorCode.BAD_MESSAGE
+
+
+def test_json_nan_literal_is_bad_encoding() -> None:
+    with pytest.raises(ProtocolError) as err:
+        decode(b'{"type":"pos","x":NaN,"y":1,"z":1}', Encoding.JSON)
+    assert err.value.code is ErrorCode.BAD_ENCODING
+
+
+def test_negotiate_prefers_what_the_client_offered_first() -> None:
+    assert negotiate([]) is Encoding.JSON
+    assert negotiate(["other", "aicraft.v1.msgpack"]) is Encoding.MSGPACK
+    assert negotiate(["aicraft.v1.json", "aicraft.v1.msgpack"]) is Encoding.JSON
+
+
+def test_position_defaults_and_ranges() -> None:
+    pos = parse_position({"x": 1, "y": 2, "z": 3}, "a", None)
+    assert pos == {
+        "id": "a",
+        "x": 1.0,
+        "y": 2.0,
+        "z": 3.0,
+        "yaw": 0.0,
+        "pitch": 0.0,
+        "dim": "overworld",
+    }
+    assert parse_position({"x": 3e7, "y": -2048, "z": -3e7}, "a", None)["y"] == -2048
+    for bad in (
+        {"x": 3e7 + 1, "y": 0, "z": 0},
+        {"x": 0, "y": 2049, "z": 0},
+        {"x": 0, "y": 0, "z": math.nan},
+        {"x": False, "y": 0, "z": 0},
+        {"x": "1", "y": 0, "z": 0},
+        {"x": 0, "y": 0, "z": 0, "yaw": math.inf},
+        {"x": 0, "y": 0, "z": 0, "dim": ""},
+    ):
+        with pytest.raises(ProtocolError) as err:
+            parse_position(bad, "a", "r")
+        assert err.value.code is ErrorCode.BAD_MESSAGE and err.value.ref == "r"
+
+
+def test_status_metric_event_rules() -> None:
+    assert parse_status({"status": "mining_2"}, None) == "mining_2"
+    with pytest.raises(ProtocolError):
+        parse_status({"status": "x" * 33}, None)
+    row = parse_metric({"name": "hp", "value": 20}, "a", None, now_ms=5)
+    assert (row.npc, row.name, row.value, row.ts) == ("a", "hp", 20.0, 5)
+    with pytest.raises(ProtocolError):
+        parse_metric({"name": "n" * 65, "value": 1}, "a", None, now_ms=5)
+    assert parse_event({"name": "chat"}, None) == ("chat", {})
+    with pytest.raises(ProtocolError):
+        parse_event({"name": "chat", "data": "text"}, None)
+
+
+def test_subscribe_and_view() -> None:
+    assert parse_subscribe({}, None) == (None, None)
+    dim, area = parse_subscribe({"dim": "the_end", "area": [10, 10, -10, -10]}, None)
+    assert dim == "the_end" and area == (-10.0, -10.0, 10.0, 10.0)
+    update = {"x": 0.0, "z": 5.0, "dim": "the_end"}
+    assert in_view(update, dim, area) and not in_view(update, "overworld", area)
+    with pytest.raises(ProtocolError):
+        parse_subscribe({"area": [0, 0, 1]}, None)
+
+
+def _validate(msg: dict[str, Any]) -> None:
+    kind, ref = message_type(msg, BOT_TYPES)
+    if kind == "pos":
+        parse_position(msg, "npc", ref)
+    elif kind == "status":
+        parse_status(msg, ref)
+    elif kind == "metric":
+        parse_metric(msg, "npc", ref, 0)
+    elif kind == "event":
+        parse_event(msg, ref)
+
+
+@settings(max_examples=400)
+@given(messages)
+def test_no_map_crashes_the_validator(msg: dict[str, Any]) -> None:
+    try:
+        _validate(msg)
+    except ProtocolError as err:
+        assert err.code in set(ErrorCode) and err.message
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=64) | st.text(max_size=64).map(str.encode))
+def test_no_bytes_crash_the_decoder(data: bytes) -> None:
+    for encoding in Encoding:
+        try:
+            msg = decode(data, encoding)
+        except ProtocolError:
+            continue
+        assert isinstance(msg, dict)
+
+
+@given(messages)
+def test_valid_positions_survive_both_encodings(msg: dict[str, Any]) -> None:
+    try:
+        pos = parse_position(msg, "npc", None)
+    except ProtocolError:
+        return
+    assert orjson.loads(orjson.dumps(pos)) == pos
+    assert msgpack.unpackb(msgpack.packb(pos)) == pos
