@@ -23,6 +23,7 @@ from gateway.commands import CommandRouter
 from gateway.config import Settings
 from gateway.guards import GuardedPresence, GuardedStore
 from gateway.hub import Hub
+from gateway.learning import TASK_EVENTS, apply_task, parse_task
 from gateway.presence import Presence
 from gateway.protocol import CloseCode
 from gateway.registry import Registry
@@ -33,6 +34,7 @@ from gateway.writers import (
     MetricsBatcher,
     PassthroughPositionWriter,
     PositionWriter,
+    ProfileUpdater,
     StatusWriter,
 )
 
@@ -80,6 +82,7 @@ class Node:
         self.metrics = MetricsBatcher(
             self._write_metrics, settings.metrics_batch, settings.metrics_flush_ms
         )
+        self.profiles = ProfileUpdater(self.store.update_profile, self.registry.profile_changed)
         self.ticker = Ticker(settings.tick_ms / 1000, self.tick) if not self.passthrough else None
         self.state = "starting"  # -> "ok" -> "draining"
         self.acks_received = 0
@@ -92,6 +95,7 @@ class Node:
         self.positions.start()
         self.statuses.start()
         self.metrics.start()
+        self.profiles.start()
         if self.ticker is not None:
             self.ticker.start()
         self._heartbeat = asyncio.create_task(self._presence_heartbeat(), name="presence")
@@ -114,10 +118,11 @@ class Node:
         if self.ticker is not None:
             await self.ticker.stop()
         self.tick()
-        for writer in (self.positions, self.statuses, self.metrics):
+        writers = (self.positions, self.statuses, self.metrics, self.profiles)
+        for writer in writers:
             await writer.stop()
         await self.hub.close_all(CloseCode.GOING_AWAY, "gateway shutting down")
-        for writer in (self.positions, self.statuses, self.metrics):
+        for writer in writers:
             if not await writer.flush_now(deadline_s):
                 log.error("shutdown: %d items could not be written", writer.pending)
 
@@ -168,10 +173,18 @@ class Node:
     def accept_metric(self, row: MetricRow) -> None:
         self.metrics.add(row)
 
-    def accept_event(self, npc_id: str, name: str, data: dict[str, Any]) -> None:
+    def accept_event(self, npc_id: str, name: str, data: dict[str, Any], ref: Any = None) -> None:
+        """Publish a bot's event; task outcomes also become a metric and teach its profile."""
+        outcome = parse_task(name, data, ref) if name in TASK_EVENTS else None
         self._announce({"k": "event", "npc": npc_id, "name": name, "data": data})
         if name.startswith("task:"):
             self.metrics.add(MetricRow(npc_id, name, 1.0, now_ms()))
+        if outcome is not None:
+            ok, task, xp, skill = outcome
+            at = now_ms()
+            self.profiles.submit(
+                npc_id, lambda profile: apply_task(profile, ok, task, xp, skill, at)
+            )
 
     def bot_joined(self, npc_id: str) -> None:
         self._announce({"k": "joined", "id": npc_id})
@@ -297,4 +310,9 @@ class Node:
                 "writeFailures": self.metrics.failures,
             },
             "statuses": {"pendingItems": self.statuses.pending},
+            "profiles": {
+                "pendingItems": self.profiles.pending,
+                "applied": self.profiles.applied,
+                "dropped": self.profiles.dropped,
+            },
         }

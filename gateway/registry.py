@@ -200,6 +200,12 @@ class Registry:
             await self._remember(key, profile, COLD_TTL_S)
         return profile
 
+    async def profile_changed(self, npc_id: str) -> None:
+        try:
+            await self.cache.delete(_profile_key(npc_id))
+        except Exception:
+            log.warning("cache invalidation failed for profile %s", npc_id)
+
     async def put_profile(self, npc_id: str, profile: dict[str, Any]) -> dict[str, Any]:
         saved = await self.store.put_profile(npc_id, profile)
         try:

@@ -199,7 +199,7 @@ class BotSession:
             node.accept_metric(parse_metric(msg, npc, ref, now_ms()))
         elif kind == "event":
             name, data = parse_event(msg, ref)
-            node.accept_event(npc, name, data)
+            node.accept_event(npc, name, data, ref)
         elif kind == "ack":
             node.command_acked(npc, parse_ack(msg, ref))
         elif kind in ("path", "mining_plan"):

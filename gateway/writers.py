@@ -268,3 +268,51 @@ class PassthroughPositionWriter(_Retrying):
     @property
     def pending(self) -> int:
         return len(self._queue)
+
+
+class ProfileUpdater(_Retrying):
+    """Applies task outcomes to learning profiles, in order, atomically in the store.
+
+    `update` is the store's atomic read-modify-write; outcomes wait (bounded) and retry while
+    the store is down. An outcome for an NPC the store does not know is dropped.
+    """
+
+    def __init__(
+        self,
+        update: Callable[[str, Callable[[dict[str, Any]], dict[str, Any]]], Awaitable[Any]],
+        on_updated: Callable[[str], Awaitable[None]],
+        queue_max: int = 100_000,
+    ) -> None:
+        super().__init__("profile-updater")
+        self._update = update
+        self._on_updated = on_updated
+        self._queue: deque[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = deque()
+        self._queue_max = queue_max
+        self.applied = 0
+        self.dropped = 0
+
+    def submit(self, npc_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        if len(self._queue) >= self._queue_max:
+            self._queue.popleft()
+            self.dropped += 1
+        self._queue.append((npc_id, change))
+        self.wake()
+
+    def _has_pending(self) -> bool:
+        return bool(self._queue)
+
+    async def _flush(self) -> None:
+        while self._queue:
+            npc_id, change = self._queue[0]
+            try:
+                await self._update(npc_id, change)
+            except KeyError:
+                self.dropped += 1  # the NPC is gone
+            else:
+                self.applied += 1
+                await self._on_updated(npc_id)
+            self._queue.popleft()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
