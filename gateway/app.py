@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.api import commands, minecraft, npcs, prometheus, system
-from gateway.api.auth import auth_middleware
+from gateway.api.auth import WRITE_LIMITER, WriteLimiter, auth_middleware
 from gateway.api.errors import error_middleware
 from gateway.breaker import MINECRAFT_BRIDGE_BREAKER
 from gateway.bridge import MINECRAFT_BRIDGE, MinecraftBridge
@@ -78,6 +78,7 @@ def create_app(settings: Settings, *, broker: MemoryBroker | None = None) -> web
     """The replica's app. `broker` lets several in-process replicas share a memory bus (tests)."""
     app = web.Application(middlewares=[error_middleware, auth_middleware])
     app[SETTINGS] = settings
+    app[WRITE_LIMITER] = WriteLimiter(settings.rest_write_per_s, settings.rest_write_burst)
 
     async def node_ctx(app: web.Application) -> AsyncIterator[None]:
         store = open_store(settings)

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from gateway.protocol import Area, CloseCode, Encoding, encode, in_view
+from gateway.telemetry import Telemetry
 from gateway.types import PositionUpdate
 from gateway.viewer import ViewerConnection
 
@@ -28,7 +29,8 @@ class BotLink(Protocol):
 
 
 class Hub:
-    def __init__(self, stall_timeout_s: float = 10.0) -> None:
+    def __init__(self, stall_timeout_s: float = 10.0, telemetry: Telemetry | None = None) -> None:
+        self.telemetry = telemetry or Telemetry()
         self.bots: dict[str, BotLink] = {}
         self.viewers: set[ViewerConnection] = set()
         self.stall_timeout_s = stall_timeout_s
@@ -90,7 +92,9 @@ class Hub:
             for viewer in members:
                 viewer.offer_positions(frame, updates)
             self.frames_broadcast += 1
-        self.broadcast_seconds_total += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.broadcast_seconds_total += elapsed
+        self.telemetry.broadcast_seconds.observe(elapsed)
 
     def broadcast_message(
         self, message: dict[str, Any], about: PositionUpdate | None = None
@@ -117,6 +121,7 @@ class Hub:
     def _close_slow(self, viewer: ViewerConnection, why: str) -> None:
         self.viewers.discard(viewer)
         self.viewers_closed_slow += 1
+        self.telemetry.viewers_closed_slow.inc()
         log.info("closing slow viewer: %s", why)
         asyncio.get_running_loop().create_task(viewer.close(CloseCode.POLICY, why))
 

@@ -28,6 +28,7 @@ from gateway.presence import Presence
 from gateway.protocol import CloseCode
 from gateway.registry import Registry
 from gateway.store import Store
+from gateway.telemetry import Telemetry
 from gateway.ticker import Ticker
 from gateway.types import MetricRow, PositionUpdate
 from gateway.writers import (
@@ -60,7 +61,9 @@ class Node:
         self.settings = settings
         self.replica = settings.replica_id
         self.breakers = BreakerRegistry(BREAKER_NAMES)
-        self.hub = Hub(settings.viewer_stall_s)
+        self.telemetry = Telemetry()
+        self.hub = Hub(settings.viewer_stall_s, self.telemetry)
+        self._window_started: float | None = None  # monotonic time of the window's first update
         self.store = GuardedStore(store, self.breakers[DATABASE_BREAKER])
         self.bus = bus
         self.presence = GuardedPresence(
@@ -141,14 +144,22 @@ class Node:
             self._deliver_window(window)
             self.positions.submit(window)
         else:
+            if self._window_started is None:
+                self._window_started = time.monotonic()
             self.coalescer.add(update)
 
     def tick(self) -> None:
         """Cut the window: broadcast it, publish it once, and hand it to the writer."""
         window = self.coalescer.cut()
         if window:
+            started = time.monotonic()
             self._deliver_window(window)
             self.positions.submit(window)
+            done = time.monotonic()
+            self.telemetry.tick_seconds.observe(done - started)
+            if self._window_started is not None:
+                self.telemetry.ingest_to_send_seconds.observe(done - self._window_started)
+        self._window_started = None
 
     def _deliver_window(self, window: dict[str, PositionUpdate]) -> None:
         ts = now_ms()

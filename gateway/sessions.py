@@ -165,6 +165,7 @@ class BotSession:
                 continue
             now = time.monotonic()
             if not bucket.take(now):
+                node.telemetry.rate_limited.inc()
                 self._rate_limited(now)
                 continue
             try:
@@ -259,7 +260,7 @@ async def viewer_endpoint(request: web.Request) -> web.StreamResponse:
     ws = _websocket()
     await ws.prepare(request)
     encoding = _encoding_of(ws)
-    viewer = ViewerConnection(ws, encoding, request.transport)
+    viewer = ViewerConnection(ws, encoding, request.transport, node.telemetry)
     node.hub.add_viewer(viewer)
     try:
         viewer.offer_message(

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from gateway.protocol import Area, CloseCode, Encoding, encode
+from gateway.telemetry import Telemetry
 from gateway.types import PositionUpdate
 
 log = logging.getLogger(__name__)
@@ -39,14 +40,24 @@ class ViewerConnection:
         "encoding",
         "frames_merged",
         "frames_sent",
+        "offered_at",
         "opcode",
         "send_started",
+        "telemetry",
         "transport",
         "ws",
     )
 
-    def __init__(self, ws: web.WebSocketResponse, encoding: Encoding, transport: Any) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        encoding: Encoding,
+        transport: Any,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.ws = ws
+        self.telemetry = telemetry
+        self.offered_at = 0.0  # monotonic time the pending positions were first offered
         self.encoding = encoding
         self.opcode = WSMsgType.TEXT if encoding is Encoding.JSON else WSMsgType.BINARY
         self.transport = transport
@@ -69,6 +80,7 @@ class ViewerConnection:
         """Queue a positions frame; if one is still pending, merge into it (latest wins)."""
         if self._updates is None:
             self._frame, self._updates = frame, updates
+            self.offered_at = time.monotonic()
         else:
             if not self._merged:
                 self._updates = dict(self._updates)
@@ -76,6 +88,8 @@ class ViewerConnection:
             self._updates.update(updates)
             self._frame = None
             self.frames_merged += 1
+            if self.telemetry is not None:
+                self.telemetry.viewer_frames_merged.inc()
         self._wake.set()
 
     def offer_message(self, payload: bytes) -> bool:
@@ -131,8 +145,13 @@ class ViewerConnection:
                             },
                             self.encoding,
                         )
+                    offered_at = self.offered_at
                     self.reset_positions()
                     await self._send(frame)
+                    if self.telemetry is not None:
+                        self.telemetry.viewer_send_delay_seconds.observe(
+                            time.monotonic() - offered_at
+                        )
         except (ConnectionError, RuntimeError, asyncio.CancelledError):
             pass
         except Exception:  # never let one viewer's writer fail silently

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
+
 from aiohttp import web
 
 from gateway.api.errors import Handler, error_response
 from gateway.auth import InvalidToken, Role, bearer_from, verify_token
 from gateway.keys import CLAIMS, SETTINGS
 from gateway.protocol import NPC_ID_RE
+from gateway.ratelimit import TokenBucket
 
 PUBLIC_PATHS = frozenset({"/api/health", "/metrics", "/api/openapi.yaml", "/"})
 PUBLIC_PREFIXES = ("/static/",)
@@ -49,5 +53,35 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         )
     if request.path == "/ws/npc" and not NPC_ID_RE.fullmatch(claims.sub):
         return error_response(403, "forbidden", "the token's sub is not a valid NPC id")
+    if request.method not in ("GET", "HEAD", "OPTIONS") and request.path not in WEBSOCKET_ROLES:
+        limiter = request.app[WRITE_LIMITER]
+        if not limiter.allow(f"{claims.role.value}:{claims.sub}"):
+            response = error_response(429, "rate_limited", "too many writes; slow down")
+            response.headers["Retry-After"] = "1"
+            return response
     request[CLAIMS] = claims
     return await handler(request)
+
+
+class WriteLimiter:
+    """REST writes per token: a token bucket per (role, sub), the least recent forgotten."""
+
+    def __init__(self, rate_per_s: float, burst: int, max_tokens: int = 10_000) -> None:
+        self._rate = rate_per_s
+        self._burst = burst
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._max = max_tokens
+
+    def allow(self, who: str) -> bool:
+        now = time.monotonic()
+        bucket = self._buckets.get(who)
+        if bucket is None:
+            bucket = self._buckets[who] = TokenBucket(self._rate, self._burst, now)
+            if len(self._buckets) > self._max:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(who)
+        return bucket.take(now)
+
+
+WRITE_LIMITER = web.AppKey("write_limiter", WriteLimiter)

@@ -57,8 +57,10 @@ class FiguresCollector(Collector):
 
 
 async def metrics(request: web.Request) -> web.Response:
+    node = request.app[NODE]
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FiguresCollector(request.app[NODE]))
+    registry.register(FiguresCollector(node))
+    registry.register(node.telemetry.registry)  # histograms and counters
     return web.Response(
         body=generate_latest(registry), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE}
     )

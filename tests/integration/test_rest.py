@@ -223,3 +223,39 @@ async def test_health_and_unknown_routes(gw: RunningGateway, admin: Rest) -> Non
     assert await admin.call("GET", "/api/health") == (200, {"status": "ok", "replica": "r1"})
     status, err = await admin.call("GET", "/api/nothing")
     assert status == 404 and err["error"]["code"] == "not_found"
+
+
+async def test_rest_writes_are_rate_limited_per_token(tmp_path: Path) -> None:
+    settings = gateway_settings(tmp_path, rest_write_per_s=1.0, rest_write_burst=3)
+    async with running_gateway(settings) as gw:
+        first, second = Rest(gw.http, token("admin", "one")), Rest(gw.http, token("admin", "two"))
+        try:
+            codes = [
+                (await first.call("POST", "/api/npcs", {"id": f"r{i}", "role": "miner"}))[0]
+                for i in range(5)
+            ]
+            assert codes[:3] == [201, 201, 201] and 429 in codes[3:]
+            status, body = await first.call("POST", "/api/npcs", {"id": "late", "role": "miner"})
+            assert status == 429 and body["error"]["code"] == "rate_limited"
+            assert (await first.call("GET", "/api/npcs"))[0] == 200  # reads are not limited
+            assert (await second.call("POST", "/api/npcs", {"id": "x", "role": "miner"}))[0] == 201
+        finally:
+            await first.close()
+            await second.close()
+
+
+async def test_prometheus_has_histograms(gw: RunningGateway, admin: Rest) -> None:
+    viewer, _ = await gw.viewer()
+    bot = await gw.bot("histo")
+    await bot.send({"type": "pos", "x": 1, "y": 2, "z": 3})
+    await viewer.recv_type("positions")
+    _, text = await admin.call("GET", "/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name in (
+        "aicraft_tick_duration_seconds",
+        "aicraft_broadcast_duration_seconds",
+        "aicraft_ingest_to_send_seconds",
+        "aicraft_viewer_send_delay_seconds",
+    ):
+        count = next(s.value for s in families[name].samples if s.name == f"{name}_count")
+        assert count >= 1, name

@@ -1,0 +1,54 @@
+"""Prometheus histograms and counters of one replica (its own registry: replicas sharing a
+process in tests never collide). The live figures of /api/performance are exported beside
+them by `api.prometheus`."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+_FAST = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.tick_seconds = Histogram(
+            "aicraft_tick_duration_seconds",
+            "Time to cut and deliver one window",
+            buckets=_FAST,
+            registry=self.registry,
+        )
+        self.broadcast_seconds = Histogram(
+            "aicraft_broadcast_duration_seconds",
+            "Time to encode and hand one window to viewers",
+            buckets=_FAST,
+            registry=self.registry,
+        )
+        self.ingest_to_send_seconds = Histogram(
+            "aicraft_ingest_to_send_seconds",
+            "From the oldest update of a window arriving to the window being handed to viewers",
+            buckets=_LATENCY,
+            registry=self.registry,
+        )
+        self.viewer_send_delay_seconds = Histogram(
+            "aicraft_viewer_send_delay_seconds",
+            "From a frame being handed to a viewer to its send completing",
+            buckets=_LATENCY,
+            registry=self.registry,
+        )
+        self.viewer_frames_merged = Counter(
+            "aicraft_viewer_frames_merged",
+            "Position frames merged into a slow viewer's pending one",
+            registry=self.registry,
+        )
+        self.viewers_closed_slow = Counter(
+            "aicraft_viewers_closed_slow",
+            "Viewers closed with 1008 for not keeping up",
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "aicraft_messages_rate_limited",
+            "Bot messages dropped by flood control",
+            registry=self.registry,
+        )
