@@ -33,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg
 
+from gateway.store.common import latest_positions, now_iso
 from gateway.store.postgres import PostgresStore
-from gateway.store.sqlite import SqliteStore, latest_positions, now_iso
+from gateway.store.sqlite import SqliteStore
 from gateway.types import PositionUpdate
 
 DIMS = ("overworld", "nether", "the_end")

@@ -18,7 +18,7 @@ import asyncpg
 
 from gateway.store import migrations
 from gateway.store.base import NpcExists, StoreUnavailable
-from gateway.store.sqlite import (
+from gateway.store.common import (
     NPC_COLUMNS,
     UNKNOWN,
     CallStats,

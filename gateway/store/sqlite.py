@@ -3,7 +3,6 @@
 Every call runs on a single worker thread (ThreadPoolExecutor(max_workers=1)), so the event loop
 never blocks on disk and calls are serialised: a read-modify-write inside one call is atomic
 within the process; `BEGIN IMMEDIATE` makes it atomic against other processes too.
-Also holds the helpers the PostgreSQL store shares (call timing, input shaping).
 """
 
 from __future__ import annotations
@@ -11,98 +10,25 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
-from collections import deque
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.store import migrations
 from gateway.store.base import NpcExists, StoreUnavailable
+from gateway.store.common import (
+    NPC_COLUMNS,
+    UNKNOWN,
+    CallStats,
+    check_changes,
+    check_profile,
+    latest_positions,
+    now_iso,
+)
 from gateway.types import MetricRow, NpcMap, PositionUpdate
 
 T = TypeVar("T")
-
-# -- shared with the PostgreSQL store -------------------------------------------------------
-EDITABLE_FIELDS = frozenset({"name", "role", "status"})
-NPC_COLUMNS = (
-    "id",
-    "name",
-    "role",
-    "status",
-    "x",
-    "y",
-    "z",
-    "yaw",
-    "pitch",
-    "dim",
-    "updated_at",
-    "created_at",
-)
-UNKNOWN = "unknown"  # role and status of an NPC registered by `ensure_npc`
-
-
-def iso(dt: datetime) -> str:
-    """ISO 8601 in UTC, always with microseconds, so every timestamp has the same shape."""
-    return dt.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def now_iso() -> str:
-    return iso(datetime.now(UTC))
-
-
-def check_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
-    """`changes` if it only touches editable fields; anything else is a caller bug."""
-    unknown = set(changes) - EDITABLE_FIELDS
-    if unknown:
-        raise ValueError(f"cannot change {sorted(unknown)}; only name, role, status")
-    return dict(changes)
-
-
-def latest_positions(updates: Iterable[PositionUpdate]) -> list[PositionUpdate]:
-    """One update per id (the last wins), sorted by id: concurrent batches from two replicas
-    then lock rows in the same order and cannot deadlock each other."""
-    latest: dict[str, PositionUpdate] = {}
-    for u in updates:
-        latest[u["id"]] = u
-    return [latest[k] for k in sorted(latest)]
-
-
-def check_profile(profile: Any) -> dict[str, Any]:
-    if not isinstance(profile, dict):
-        raise TypeError(f"a learning profile is a JSON object, got {type(profile).__name__}")
-    return profile
-
-
-class CallStats:
-    """Durations of recent store calls (rolling window) and the number of writes."""
-
-    def __init__(self, window: int = 2048) -> None:
-        self._durations: deque[float] = deque(maxlen=window)
-        self.writes = 0
-
-    @contextmanager
-    def timed(self) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._durations.append((time.perf_counter() - start) * 1000.0)
-
-    def percentiles(self) -> dict[str, float]:
-        data = sorted(self._durations)
-        return {"p50": _rank(data, 0.50), "p95": _rank(data, 0.95), "p99": _rank(data, 0.99)}
-
-
-def _rank(data: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile in ms; 0.0 before the first call."""
-    if not data:
-        return 0.0
-    return round(data[min(len(data) - 1, max(0, int(q * len(data) + 0.999999) - 1))], 3)
-
 
 # -- the store ---------------------------------------------------------------------------------
 _SELECT_NPC = f"SELECT {', '.join(NPC_COLUMNS)} FROM npcs"
