@@ -22,6 +22,7 @@ class BotLink(Protocol):
 
     npc_id: str
     replaced: bool  # closed because a newer connection took over: no `left`
+    announce_left: bool  # whether closing it should tell viewers `left`
 
     def send_message(self, message: dict[str, Any]) -> bool: ...
 
@@ -102,7 +103,6 @@ class Hub:
         """Send a non-position message to every viewer (those filtering by area only if the
         NPC it is about was last seen inside their area). Encoded once per encoding."""
         encoded: dict[Encoding, bytes] = {}
-        too_slow: list[ViewerConnection] = []
         for viewer in self.viewers:
             if (viewer.dim is not None or viewer.area is not None) and (
                 about is None or not in_view(about, viewer.dim, viewer.area)
@@ -111,10 +111,7 @@ class Hub:
             payload = encoded.get(viewer.encoding)
             if payload is None:
                 payload = encoded[viewer.encoding] = encode(message, viewer.encoding)
-            if not viewer.offer_message(payload):
-                too_slow.append(viewer)
-        for viewer in too_slow:
-            self._close_slow(viewer, "too slow: event queue full")
+            viewer.offer_message(payload)
 
     # -- slow-viewer policy -------------------------------------------------------------------
 

@@ -74,6 +74,8 @@ class Node:
         self.coalescer = Coalescer()
         # Latest position per NPC as broadcast (this replica's and others'): snapshots and REST.
         self.live: dict[str, PositionUpdate] = {}
+        self._live_ts: dict[str, int] = {}  # ms of the frame that set `live[npc]`: order guard
+        self.recent_status: dict[str, str] = {}  # statuses seen on any replica since start
         self.registry = Registry(self.store, cache, self.presence, self.live)
         self.passthrough = settings.tick_ms == 0
         self.positions: PositionWriter | PassthroughPositionWriter = (
@@ -164,6 +166,7 @@ class Node:
     def _deliver_window(self, window: dict[str, PositionUpdate]) -> None:
         ts = now_ms()
         self.live.update(window)
+        self._live_ts.update(dict.fromkeys(window, ts))
         self.hub.broadcast_positions(window, ts)
         rows = [
             (u["id"], u["x"], u["y"], u["z"], u["yaw"], u["pitch"], u["dim"])
@@ -223,6 +226,7 @@ class Node:
         kind = event["k"]
         if kind == "status":
             npc = event["id"]
+            self.recent_status[npc] = event["status"]
             self.hub.broadcast_message(
                 {"type": "status", "id": npc, "status": event["status"]}, self.live.get(npc)
             )
@@ -238,10 +242,13 @@ class Node:
         elif kind == "deleted":
             npc = event["id"]
             about = self.live.pop(npc, None)
+            self._live_ts.pop(npc, None)
+            self.recent_status.pop(npc, None)
             self.coalescer.discard(npc)
             self.positions.discard(npc)
             bot = self.hub.bots.get(npc)
             if bot is not None:
+                bot.announce_left = False  # the `left` below is the only one
                 self._spawn_close(bot, CloseCode.DELETED, "npc deleted")
             self.hub.broadcast_message({"type": "left", "id": npc}, about)
 
@@ -256,26 +263,49 @@ class Node:
             if msg.get("r") == self.replica:
                 return
             if channel == POSITIONS:
-                window: dict[str, PositionUpdate] = {
-                    row[0]: {
-                        "id": row[0],
-                        "x": row[1],
-                        "y": row[2],
-                        "z": row[3],
-                        "yaw": row[4],
-                        "pitch": row[5],
-                        "dim": row[6],
-                    }
-                    for row in msg["u"]
-                }
-                self.live.update(window)
-                self.hub.broadcast_positions(window, msg["ts"])
+                self._apply_remote_window(msg["ts"], msg["u"])
             elif channel == EVENTS:
                 self._apply_event(msg)
             elif channel == command_channel(self.replica):
                 self._on_command_channel(msg)
         except Exception:
             log.exception("bad bus message on %s", channel)
+
+    def _apply_remote_window(self, ts: int, rows: list[list[Any]]) -> None:
+        """Another replica's window: merged into our viewers' view unless it is older than what
+        they already have for an NPC (a bot that moved between replicas: never go backwards)."""
+        seen = self._live_ts
+        window: dict[str, PositionUpdate] = {}
+        for npc, x, y, z, yaw, pitch, dim in rows:
+            if seen.get(npc, 0) <= ts:
+                window[npc] = {
+                    "id": npc,
+                    "x": x,
+                    "y": y,
+                    "z": z,
+                    "yaw": yaw,
+                    "pitch": pitch,
+                    "dim": dim,
+                }
+                seen[npc] = ts
+        if window:
+            self.live.update(window)
+            self.hub.broadcast_positions(window, ts)
+
+    def freshen(self, npc: dict[str, Any]) -> dict[str, Any]:
+        """An NPC map with the latest position and status this replica has seen overlaid."""
+        npc_id = npc["id"]
+        live = self.live.get(npc_id)
+        status = self.recent_status.get(npc_id)
+        if live is None and status is None:
+            return npc
+        out = dict(npc)
+        if live is not None:
+            for key in ("x", "y", "z", "yaw", "pitch", "dim"):
+                out[key] = live[key]
+        if status is not None:
+            out["status"] = status
+        return out
 
     def _on_command_channel(self, msg: dict[str, Any]) -> None:
         if msg.get("k") in ("cmd", "cmd_ok"):

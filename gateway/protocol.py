@@ -23,6 +23,7 @@ MIN_Y, MAX_Y = -2048, 2048
 MAX_NAME = 64
 MAX_DIM = 64
 DEFAULT_DIM = "overworld"
+MAX_TS_MS = 2**53  # exact in every encoding and in a float; far past any real clock
 
 STATUS_RE = re.compile(r"[a-z0-9_-]{1,32}")
 NPC_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -186,7 +187,7 @@ def parse_metric(msg: dict[str, Any], npc_id: str, ref: Any, now_ms: int) -> Met
         ts_ms = now_ms
     else:
         ts_ms = int(_number(msg, "ts", ref))
-        if ts_ms < 0:
+        if not 0 <= ts_ms <= MAX_TS_MS:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "ts must be epoch milliseconds", ref)
     return MetricRow(npc_id, name, value, ts_ms)
 

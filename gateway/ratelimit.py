@@ -35,3 +35,36 @@ class TokenBucket:
         if self.flood_started is None or now - self.last_rejected > FLOOD_GAP_S:
             return 0.0
         return now - self.flood_started
+
+
+class FloodGuard:
+    """What to do with each incoming message of one connection: flood control's policy.
+
+    `check` answers "ok", "reject" (drop it and tell the sender: at most once per
+    `error_every_s`), "drop" (drop it silently) or "close" (the flood lasted `close_after_s`).
+    """
+
+    __slots__ = ("_bucket", "_close_after_s", "_error_every_s", "_last_error")
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        now: float,
+        close_after_s: float = 10.0,
+        error_every_s: float = 1.0,
+    ) -> None:
+        self._bucket = TokenBucket(rate, burst, now)
+        self._close_after_s = close_after_s
+        self._error_every_s = error_every_s
+        self._last_error = -1e18
+
+    def check(self, now: float) -> str:
+        if self._bucket.take(now):
+            return "ok"
+        if self._bucket.flooding_for(now) >= self._close_after_s:
+            return "close"
+        if now - self._last_error >= self._error_every_s:
+            self._last_error = now
+            return "reject"
+        return "drop"

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from functools import partial
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -39,15 +40,14 @@ from gateway.protocol import (
     parse_status,
     parse_subscribe,
 )
-from gateway.ratelimit import TokenBucket
+from gateway.ratelimit import FloodGuard
 from gateway.store import StoreUnavailable
 from gateway.viewer import ViewerConnection
 
 log = logging.getLogger(__name__)
 
 BOT_OUTBOX_MAX = 256
-FLOOD_CLOSE_AFTER_S = 10.0
-RATE_ERROR_EVERY_S = 1.0
+VIEWER_RATE_PER_S, VIEWER_BURST = 10.0, 20  # viewers only subscribe and ping
 HEARTBEAT_S = 30.0
 
 
@@ -60,6 +60,9 @@ def _websocket() -> web.WebSocketResponse:
         heartbeat=HEARTBEAT_S,
         decode_text=False,
     )
+
+
+_RATE_LIMITED = ProtocolError(ErrorCode.RATE_LIMITED, "too many messages; dropped").to_message()
 
 
 def _encoding_of(ws: web.WebSocketResponse) -> Encoding:
@@ -80,14 +83,15 @@ class BotSession:
         self.ws = ws
         self.encoding = encoding
         self.opcode = WSMsgType.TEXT if encoding is Encoding.JSON else WSMsgType.BINARY
-        self.replaced = False
+        self.replaced = False  # closed for a newer connection (or deleted): no `left` from us
+        self._closing = False
+        self.announce_left = True  # False when the NPC was deleted: `left` went out already
         self._outbox: deque[bytes] = deque()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._jobs: set[asyncio.Task[Any]] = set()
         settings = node.settings
-        self.bucket = TokenBucket(settings.rate_per_s, settings.rate_burst, time.monotonic())
-        self._last_rate_error = -1e18
+        self.flood = FloodGuard(settings.rate_per_s, settings.rate_burst, time.monotonic())
 
     # -- BotLink ------------------------------------------------------------------------------
 
@@ -114,17 +118,7 @@ class BotSession:
 
     async def run(self) -> None:
         node = self.node
-        self._writer = asyncio.create_task(self._write_loop(), name=f"bot-writer-{self.npc_id}")
-        previous = node.hub.attach_bot(self)
-        if previous is not None:
-            previous.replaced = True
-            await previous.close(CloseCode.REPLACED, "replaced by a newer connection")
-        try:
-            holder = await node.presence.claim(self.npc_id, node.replica)
-            if holder is not None:
-                node.kick_elsewhere(self.npc_id, holder)
-        except Exception:
-            log.warning("presence unavailable: %s not claimed", self.npc_id)
+        # `welcome` is queued before anything else can be (a command, an error).
         self.send_message(
             {
                 "type": "welcome",
@@ -134,6 +128,14 @@ class BotSession:
                 "protocol": PROTOCOL_VERSION,
             }
         )
+        self._writer = asyncio.create_task(self._write_loop(), name=f"bot-writer-{self.npc_id}")
+        previous = node.hub.attach_bot(self)
+        if previous is not None:
+            previous.replaced = True
+            await previous.close(CloseCode.REPLACED, "replaced by a newer connection")
+        holder = await node.presence.claim(self.npc_id, node.replica)
+        if holder is not None:
+            node.kick_elsewhere(self.npc_id, holder)
         if previous is None:
             node.bot_joined(self.npc_id)
         try:
@@ -149,24 +151,26 @@ class BotSession:
         if canceller is not None:
             canceller.cancel_owner(self.npc_id)
         if node.hub.detach_bot(self) and not self.replaced:
-            with contextlib.suppress(Exception):
-                await node.presence.release(self.npc_id, node.replica)
-            node.bot_left(self.npc_id)
+            await node.presence.release(self.npc_id, node.replica)
+            if self.announce_left:
+                node.bot_left(self.npc_id)
         if self._writer is not None:
             self._writer.cancel()
 
     async def _receive_loop(self) -> None:
         ws, encoding, node, npc = self.ws, self.encoding, self.node, self.npc_id
-        bucket = self.bucket
+        flood = self.flood
         async for frame in ws:
             if frame.type is WSMsgType.ERROR:
                 break
             if frame.type is not WSMsgType.TEXT and frame.type is not WSMsgType.BINARY:
                 continue
-            now = time.monotonic()
-            if not bucket.take(now):
+            if self._closing:
+                continue  # drain what is in flight until the peer answers our close
+            verdict = flood.check(time.monotonic())
+            if verdict != "ok":
                 node.telemetry.rate_limited.inc()
-                self._rate_limited(now)
+                self._flooded(verdict)
                 continue
             try:
                 if not _expects(frame.type, encoding):
@@ -224,17 +228,17 @@ class BotSession:
             err.ref = ref if err.ref is None else err.ref
             self.send_message(err.to_message())
 
-    def _rate_limited(self, now: float) -> None:
-        if self.bucket.flooding_for(now) >= FLOOD_CLOSE_AFTER_S:
-            asyncio.get_running_loop().create_task(
-                self.close(CloseCode.POLICY, "persistent flooding")
-            )
-            return
-        if now - self._last_rate_error >= RATE_ERROR_EVERY_S:
-            self._last_rate_error = now
-            self.send_message(
-                ProtocolError(ErrorCode.RATE_LIMITED, "too many messages; dropped").to_message()
-            )
+    def _flooded(self, verdict: str) -> None:
+        if verdict == "close":
+            if not self._closing:
+                # Close once; the receive loop keeps draining (and dropping) input meanwhile,
+                # so the socket is not reset with unread data and the close frame arrives.
+                self._closing = True
+                asyncio.get_running_loop().create_task(
+                    self.close(CloseCode.POLICY, "persistent flooding")
+                )
+        elif verdict == "reject":
+            self.send_message(_RATE_LIMITED)
 
 
 async def npc_endpoint(request: web.Request) -> web.StreamResponse:
@@ -260,22 +264,23 @@ async def viewer_endpoint(request: web.Request) -> web.StreamResponse:
     ws = _websocket()
     await ws.prepare(request)
     encoding = _encoding_of(ws)
-    viewer = ViewerConnection(ws, encoding, request.transport, node.telemetry)
+    viewer = ViewerConnection(
+        ws, encoding, request.transport, node.telemetry, resync=partial(_resync, node)
+    )
+    npcs = await _load_npcs(node)
+    # From here to start() nothing awaits: the snapshot is exactly the state before the first
+    # frame the viewer is offered, and welcome and snapshot are its first two messages.
     node.hub.add_viewer(viewer)
+    welcome = {
+        "type": "welcome",
+        "replica": node.replica,
+        "tick_ms": node.settings.tick_ms,
+        "protocol": PROTOCOL_VERSION,
+    }
+    viewer.offer_message(encode(welcome, encoding))
+    viewer.offer_message(_snapshot(node, npcs, viewer))
+    viewer.start()
     try:
-        viewer.offer_message(
-            encode(
-                {
-                    "type": "welcome",
-                    "replica": node.replica,
-                    "tick_ms": node.settings.tick_ms,
-                    "protocol": PROTOCOL_VERSION,
-                },
-                encoding,
-            )
-        )
-        await _send_snapshot(node, viewer)
-        viewer.start()
         await _viewer_receive_loop(node, viewer)
     finally:
         node.hub.remove_viewer(viewer)
@@ -283,25 +288,45 @@ async def viewer_endpoint(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _send_snapshot(node: Node, viewer: ViewerConnection) -> None:
+async def _load_npcs(node: Node) -> list[dict[str, Any]]:
     try:
-        npcs = await node.registry.everyone()
+        return await node.registry.everyone()
     except StoreUnavailable:
         # Degraded: what this replica has seen move, until the registry is back.
-        npcs = [dict(u, online=True) for u in node.live.values()]
-    # The snapshot holds the latest cut state: pending position frames are older or equal.
-    viewer.reset_positions()
+        return [dict(u, online=True) for u in node.live.values()]
+
+
+def _snapshot(node: Node, npcs: list[dict[str, Any]], viewer: ViewerConnection) -> bytes:
+    """The encoded snapshot for the viewer's subscription, freshened with what the node has
+    seen since the registry was read (call without awaiting between this and offering it)."""
+    fresh = [node.freshen(n) for n in npcs]
     if viewer.dim is not None or viewer.area is not None:
-        npcs = [n for n in npcs if in_view(n, viewer.dim, viewer.area)]
-    viewer.offer_message(encode({"type": "snapshot", "npcs": npcs}, viewer.encoding))
+        fresh = [n for n in fresh if in_view(n, viewer.dim, viewer.area)]
+    return encode({"type": "snapshot", "npcs": fresh}, viewer.encoding)
+
+
+async def _resync(node: Node, viewer: ViewerConnection) -> None:
+    """The viewer fell so far behind that queued messages were dropped: start it afresh."""
+    npcs = await _load_npcs(node)
+    viewer.reset_positions()
+    viewer.offer_message(_snapshot(node, npcs, viewer))
 
 
 async def _viewer_receive_loop(node: Node, viewer: ViewerConnection) -> None:
     ws, encoding = viewer.ws, viewer.encoding
+    flood = FloodGuard(VIEWER_RATE_PER_S, VIEWER_BURST, time.monotonic())
     async for frame in ws:
         if frame.type is WSMsgType.ERROR:
             break
         if frame.type is not WSMsgType.TEXT and frame.type is not WSMsgType.BINARY:
+            continue
+        verdict = flood.check(time.monotonic())
+        if verdict == "close":
+            await viewer.close(CloseCode.POLICY, "persistent flooding")
+            break
+        if verdict != "ok":
+            if verdict == "reject":
+                viewer.offer_message(encode(_RATE_LIMITED, encoding))
             continue
         try:
             if not _expects(frame.type, encoding):
@@ -314,10 +339,10 @@ async def _viewer_receive_loop(node: Node, viewer: ViewerConnection) -> None:
                     reply["ref"] = ref
                 viewer.offer_message(encode(reply, encoding))
             elif kind == "subscribe":
-                viewer.dim, viewer.area = parse_subscribe(msg, ref)
-                await _send_snapshot(node, viewer)
+                dim, area = parse_subscribe(msg, ref)
+                npcs = await _load_npcs(node)
+                viewer.dim, viewer.area = dim, area
+                viewer.reset_positions()  # older frames were cut for the old subscription
+                viewer.offer_message(_snapshot(node, npcs, viewer))
         except ProtocolError as err:
-            viewer.offer_message(encode(err.to_message(), encoding))
-        except StoreUnavailable:
-            err = ProtocolError(ErrorCode.UNAVAILABLE, "registry unavailable; try again")
             viewer.offer_message(encode(err.to_message(), encoding))

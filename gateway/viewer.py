@@ -4,7 +4,9 @@ The outbox holds at most one pending positions frame. While the writer is idle i
 shared, already-encoded frame (the same bytes every viewer gets); when the writer is behind, the
 next tick's updates are merged into a private NPC → latest map instead of queueing behind it, so
 the newest position always arrives and memory stays bounded by the number of NPCs. Other
-messages (status, events, snapshots) go through a small bounded queue, sent before positions.
+messages (status, events, snapshots) go through a bounded queue, sent before positions; if it
+overflows, what it held is dropped and the viewer is resynchronised with a fresh snapshot
+once its writer gets there (it is closed only by the stall rule: no progress for 10 s).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -23,7 +26,8 @@ from gateway.types import PositionUpdate
 
 log = logging.getLogger(__name__)
 
-EVENT_QUEUE_MAX = 512
+EVENT_QUEUE_MAX = 1024
+Resync = Callable[["ViewerConnection"], Awaitable[None]]
 
 
 class ViewerConnection:
@@ -31,6 +35,8 @@ class ViewerConnection:
         "_events",
         "_frame",
         "_merged",
+        "_resync",
+        "_resync_due",
         "_task",
         "_updates",
         "_wake",
@@ -40,6 +46,7 @@ class ViewerConnection:
         "encoding",
         "frames_merged",
         "frames_sent",
+        "messages_dropped",
         "offered_at",
         "opcode",
         "send_started",
@@ -54,8 +61,12 @@ class ViewerConnection:
         encoding: Encoding,
         transport: Any,
         telemetry: Telemetry | None = None,
+        resync: Resync | None = None,
     ) -> None:
         self.ws = ws
+        self._resync = resync
+        self._resync_due = False
+        self.messages_dropped = 0
         self.telemetry = telemetry
         self.offered_at = 0.0  # monotonic time the pending positions were first offered
         self.encoding = encoding
@@ -92,13 +103,15 @@ class ViewerConnection:
                 self.telemetry.viewer_frames_merged.inc()
         self._wake.set()
 
-    def offer_message(self, payload: bytes) -> bool:
-        """Queue an encoded non-position message; False when the queue is full."""
-        if len(self._events) >= EVENT_QUEUE_MAX:
-            return False
+    def offer_message(self, payload: bytes) -> None:
+        """Queue an encoded non-position message. On overflow the queue is dropped (counted)
+        and a resync is due: the state it described comes back as a fresh snapshot."""
+        if len(self._events) >= EVENT_QUEUE_MAX and self._resync is not None:
+            self.messages_dropped += len(self._events)
+            self._events.clear()
+            self._resync_due = True
         self._events.append(payload)
         self._wake.set()
-        return True
 
     def reset_positions(self) -> None:
         """Drop the pending positions (a fresh snapshot supersedes them)."""
@@ -132,6 +145,9 @@ class ViewerConnection:
             while not ws.closed:
                 await self._wake.wait()
                 self._wake.clear()
+                if self._resync_due and self._resync is not None:
+                    self._resync_due = False
+                    await self._resync(self)
                 while self._events:
                     await self._send(self._events.popleft())
                 if self._updates is not None:

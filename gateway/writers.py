@@ -57,11 +57,14 @@ class _Retrying:
                 async with self._lock:
                     await self._flush()
                 delay = RETRY_MIN_S
-            except StoreUnavailable as exc:
+            except Exception as exc:  # keep going whatever failed: nothing accepted is dropped
                 self.failures += 1
-                log.warning(
-                    "%s: store unavailable (%s); retrying in %.1f s", self._name, exc, delay
-                )
+                if isinstance(exc, StoreUnavailable):
+                    log.warning(
+                        "%s: store unavailable (%s); retry in %.1fs", self._name, exc, delay
+                    )
+                else:
+                    log.exception("%s: write failed; retry in %.1fs", self._name, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
                 self._wake.set()

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import re
-
 from aiohttp import web
 
 from gateway.api.errors import ApiError, json_response, read_json
-from gateway.commands import NotConfirmed, NotConnected
+from gateway.commands import NotConfirmed, NotConnected, NotReading
 from gateway.keys import NODE
 from gateway.protocol import NPC_ID_RE
 
-ACTION_RE = re.compile(r"[A-Za-z0-9_:.-]{1,64}")
+MAX_ACTION = 64
 MAX_COMMAND_BYTES = 16 * 1024
 
 
@@ -24,8 +22,8 @@ async def send_command(request: web.Request) -> web.Response:
     if type(body) is not dict:
         raise ApiError(400, "bad_message", "body must be a JSON object {action, args?}")
     action, args = body.get("action"), body.get("args", {})
-    if type(action) is not str or not ACTION_RE.fullmatch(action):
-        raise ApiError(400, "bad_message", "action must match [A-Za-z0-9_:.-]{1,64}")
+    if type(action) is not str or not 0 < len(action) <= MAX_ACTION:
+        raise ApiError(400, "bad_message", f"action must be a string of 1-{MAX_ACTION}")
     if args is None:
         args = {}
     if type(args) is not dict:
@@ -34,6 +32,8 @@ async def send_command(request: web.Request) -> web.Response:
         command_id = await node.commands.send(npc_id, action, args)
     except NotConnected:
         raise ApiError(409, "not_connected", f"no replica holds a bot for {npc_id}") from None
+    except NotReading:
+        raise ApiError(503, "busy", f"the bot for {npc_id} is not reading its messages") from None
     except NotConfirmed:
         raise ApiError(
             504, "timeout", "the replica holding the bot did not confirm in 2 s"

@@ -115,8 +115,12 @@ async def test_delete_closes_the_bot_with_4404(gw: RunningGateway, admin: Rest) 
     assert (await admin.call("DELETE", "/api/npcs/doomed"))[0] == 204
     assert await bot.closed_with() == 4404
     assert (await viewer.recv_type("left"))["id"] == "doomed"
+    witness = await gw.bot("witness")
+    await witness.send({"type": "status", "status": "watching"})
+    following = await viewer.recv_until(lambda m: m["type"] in ("left", "status"))
+    assert following["type"] == "status"  # exactly one `left` for the deleted NPC
     _, page = await admin.call("GET", "/api/npcs")
-    assert page["npcs"] == []
+    assert [n["id"] for n in page["npcs"]] == ["witness"]
 
 
 async def test_profiles(admin: Rest) -> None:

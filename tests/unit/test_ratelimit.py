@@ -22,3 +22,12 @@ def test_a_flood_is_measured_until_it_pauses() -> None:
         t += 0.01
     assert bucket.flooding_for(t) > 10
     assert bucket.flooding_for(t + 2) == 0.0  # a second of quiet ends it
+
+
+def test_flood_guard_policy() -> None:
+    from gateway.ratelimit import FloodGuard
+
+    guard = FloodGuard(rate=1, burst=2, now=0.0, close_after_s=3.0)
+    assert [guard.check(0.0) for _ in range(4)] == ["ok", "ok", "reject", "drop"]
+    verdicts = [guard.check(0.5 + i * 0.01) for i in range(400)]
+    assert "reject" in verdicts and verdicts[-1] == "close"
