@@ -112,8 +112,11 @@ def create_app(settings: Settings, *, broker: MemoryBroker | None = None) -> web
             yield
             return
         pool = WorkerPool(settings.workers)
-        # Workers warm up (import, JIT) in the background; requests queue until they are ready.
-        await pool.start(wait_ready=False)
+        if settings.eager_workers:
+            # Workers warm up (import, JIT) in the background; requests queue until ready.
+            await pool.start(wait_ready=False)
+        else:
+            pool.start_on_demand()
         app[WORKER_POOL] = pool
         app[NODE].worker_pool = pool
         try:

@@ -51,6 +51,8 @@ class Settings:
     rest_write_burst: int = 100
     # Slow viewers are closed after this long without a send completing.
     viewer_stall_s: float = 10.0
+    # Start the worker processes with the app (True) or on the first task (tests).
+    eager_workers: bool = True
 
     @property
     def sqlite_path(self) -> Path:

@@ -52,6 +52,7 @@ def gateway_settings(data_dir: Path, **overrides: Any) -> Settings:
         metrics_flush_ms=200,
         workers=1,
         viewer_stall_s=10.0,
+        eager_workers=False,  # worker processes start only in tests that ask for a path
         # Tests send bursts; flood control is tested on its own with the real limits.
         rate_per_s=5000.0,
         rate_burst=5000,

@@ -325,3 +325,38 @@ async def test_welcome_then_snapshot_even_while_events_flow(manual: RunningGatew
         kinds = [(await peer.recv())["type"], (await peer.recv())["type"]]
         assert kinds == ["welcome", "snapshot"]
         await peer.close()
+
+
+async def test_path_over_the_bot_socket(manual: RunningGateway) -> None:
+    bot = await manual.bot("walker", "msgpack")
+    floor = [[x, 0, z] for x in range(5) for z in range(3)]
+    wall = [[2, 1, z] for z in range(3)]  # a one-block step to climb over
+    await bot.send(
+        {
+            "type": "path",
+            "ref": "p1",
+            "start": [0, 1, 1],
+            "goal": [4, 1, 1],
+            "world": {"solid": floor + wall},
+        }
+    )
+    result = await bot.recv_until(lambda m: m.get("ref") == "p1", timeout=120)
+    assert result["type"] == "path_result" and result["ok"] is True, result
+    assert result["path"][0] == [0, 1, 1] and result["path"][-1] == [4, 1, 1]
+    assert [2, 2, 1] in result["path"]  # over the wall: up (2) and down (1 + 1)
+    assert result["cost"] == 1 + 2 + 2 + 1
+    await bot.send(
+        {
+            "type": "mining_plan",
+            "ref": "m1",
+            "position": [0, 64, 0],
+            "deposits": [
+                {"x": 10, "y": 60, "z": 0, "kind": "iron", "count": 3},
+                {"x": 2, "y": 64, "z": 0, "kind": "coal", "count": 5},
+            ],
+            "values": {"iron": 10, "coal": 1},
+        }
+    )
+    plan = await bot.recv_until(lambda m: m.get("ref") == "m1", timeout=60)
+    assert plan["type"] == "mining_plan_result" and plan["ok"] is True
+    assert [d["kind"] for d in plan["plan"]] == ["iron", "coal"]

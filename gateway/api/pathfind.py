@@ -1,0 +1,70 @@
+"""REST: POST /api/pathfind and POST /api/strategy/mining (contract §3.4 and §4).
+
+Both only compute (no stored state changes) and run on the worker pool. Errors are
+``{"error": {"code", "message"}}``: 400 bad_message (a non-JSON body too), 503 busy/unavailable,
+504 timeout, 500 for a worker that crashed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.protocol import ErrorCode, ProtocolError
+from gateway.workers import WORKER_POOL
+from gateway.workers.tasks import run_mining_plan, run_path
+
+_STATUS = {
+    ErrorCode.BAD_MESSAGE: 400,
+    ErrorCode.BAD_ENCODING: 400,
+    ErrorCode.BUSY: 503,
+    ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.TIMEOUT: 504,
+}
+_FAILURE_STATUS = {"timeout": 504, "worker_crashed": 500, "internal": 500}
+
+
+def _json(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return _json({"error": {"code": code, "message": message}}, status)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "the body is not JSON") from None
+    if type(body) is not dict:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "the body must be a JSON object")
+    return body
+
+
+async def pathfind(request: web.Request) -> web.Response:
+    """POST /api/pathfind: the `path` request without `type`; answers the `path_result` map.
+
+    A search that ends without a path (no_path, too_large, timeout) is still a 200 answer with
+    ``ok: false``: the request was fine, the world just has no such path within the limits.
+    """
+    try:
+        result = await run_path(request.app[WORKER_POOL], await _body(request), owner=None)
+    except ProtocolError as exc:
+        return _error(_STATUS.get(exc.code, 400), exc.code.value, exc.message)
+    return _json(result)
+
+
+async def mining_strategy(request: web.Request) -> web.Response:
+    """POST /api/strategy/mining → ``{"plan": [deposit with score…]}``, best first."""
+    try:
+        result = await run_mining_plan(request.app[WORKER_POOL], await _body(request), owner=None)
+    except ProtocolError as exc:
+        return _error(_STATUS.get(exc.code, 400), exc.code.value, exc.message)
+    if not result["ok"]:
+        error = result["error"]
+        return _error(_FAILURE_STATUS.get(error, 500), error, result["message"])
+    return _json({"plan": result["plan"]})
