@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gateway.protocol import MAX_NAME, ErrorCode, ProtocolError
+from gateway.protocol import MAX_NAME, ErrorCode, ProtocolError, clean_text
 
 TASK_EVENTS = ("task:completed", "task:failed")
 MAX_XP = 1_000_000.0
@@ -30,11 +30,11 @@ def level_for(experience: float) -> int:
 def parse_task(name: str, data: dict[str, Any], ref: Any) -> tuple[bool, str, float, str | None]:
     """(ok, task, xp, skill) of a task event; `bad_message` if its data is malformed."""
     task, xp, skill = data.get("task"), data.get("xp", 0), data.get("skill")
-    if type(task) is not str or not 0 < len(task) <= MAX_NAME:
+    if not clean_text(task, MAX_NAME):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "task events need data.task (a string)", ref)
     if type(xp) not in (int, float) or not math.isfinite(xp) or not 0 <= xp <= MAX_XP:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "data.xp must be a number 0-1e6", ref)
-    if skill is not None and (type(skill) is not str or not 0 < len(skill) <= MAX_NAME):
+    if skill is not None and not clean_text(skill, MAX_NAME):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "data.skill must be a string", ref)
     return name == "task:completed", task, float(xp), skill
 

@@ -342,6 +342,7 @@ class Node:
                 "unwrittenItems": self.positions.pending,
                 "batchesWritten": self.positions.batches_written,
                 "writeFailures": self.positions.failures,
+                "rejectedItems": self.positions.rejected,
             },
             "metrics": {
                 "totalBatches": self.metrics.total_batches,
@@ -349,6 +350,7 @@ class Node:
                 "pendingItems": self.metrics.pending,
                 "dropped": self.metrics.dropped,
                 "writeFailures": self.metrics.failures,
+                "rejectedItems": self.metrics.rejected,
             },
             "statuses": {"pendingItems": self.statuses.pending},
             "profiles": {

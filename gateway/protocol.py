@@ -142,9 +142,14 @@ def _optional_number(msg: dict[str, Any], key: str, ref: Any, default: float) ->
 
 def _string(msg: dict[str, Any], key: str, ref: Any, max_len: int) -> str:
     value = msg.get(key)
-    if type(value) is not str or not 0 < len(value) <= max_len:
+    if type(value) is not str or not 0 < len(value) <= max_len or "\x00" in value:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{key} must be a string of 1-{max_len}", ref)
     return value
+
+
+def clean_text(value: Any, max_len: int) -> bool:
+    """A non-empty string of at most `max_len` that a database can store (no NUL)."""
+    return type(value) is str and 0 < len(value) <= max_len and "\x00" not in value
 
 
 # -- bot messages --------------------------------------------------------------------------------
@@ -159,7 +164,7 @@ def parse_position(msg: dict[str, Any], npc_id: str, ref: Any) -> PositionUpdate
     dim = msg.get("dim")
     if dim is None:
         dim = DEFAULT_DIM
-    elif type(dim) is not str or not 0 < len(dim) <= MAX_DIM:
+    elif not clean_text(dim, MAX_DIM):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"dim must be a string of 1-{MAX_DIM}", ref)
     return {
         "id": npc_id,

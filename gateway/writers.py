@@ -35,6 +35,7 @@ class _Retrying:
         self._lock = asyncio.Lock()  # the loop and a shutdown flush never write concurrently
         self._task: asyncio.Task[None] | None = None
         self.failures = 0
+        self.rejected = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=self._name)
@@ -57,18 +58,18 @@ class _Retrying:
                 async with self._lock:
                     await self._flush()
                 delay = RETRY_MIN_S
-            except Exception as exc:  # keep going whatever failed: nothing accepted is dropped
+            except StoreUnavailable as exc:  # kept: written when the store is back
                 self.failures += 1
-                if isinstance(exc, StoreUnavailable):
-                    log.warning(
-                        "%s: store unavailable (%s); retry in %.1fs", self._name, exc, delay
-                    )
-                else:
-                    log.exception("%s: write failed; retry in %.1fs", self._name, delay)
+                log.warning("%s: store unavailable (%s); retry in %.1fs", self._name, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
                 self._wake.set()
                 continue
+            except Exception:
+                # The database refused the data itself (input validation should make this
+                # impossible): retrying would block everything behind it, so it is dropped.
+                self.rejected += self._reject_head()
+                log.exception("%s: the database refused a write; dropped it", self._name)
             if not self._has_pending():
                 self._idle.set()
             else:
@@ -86,12 +87,19 @@ class _Retrying:
                 if loop.time() >= end:
                     return False
                 await asyncio.sleep(RETRY_MIN_S)
+            except Exception:
+                self.rejected += self._reject_head()
+                log.exception("%s: the database refused a write; dropped it", self._name)
         return True
 
     async def _flush(self) -> None:
         raise NotImplementedError
 
     def _has_pending(self) -> bool:
+        raise NotImplementedError
+
+    def _reject_head(self) -> int:
+        """Drop what the last failed write held; how many items that was."""
         raise NotImplementedError
 
 
@@ -117,6 +125,10 @@ class PositionWriter(_Retrying):
 
     def _has_pending(self) -> bool:
         return bool(self._unwritten)
+
+    def _reject_head(self) -> int:
+        dropped, self._unwritten = len(self._unwritten), {}
+        return dropped  # the next window brings every moving NPC's position again
 
     async def _flush(self) -> None:
         batch, self._unwritten = self._unwritten, {}
@@ -152,6 +164,10 @@ class StatusWriter(_Retrying):
 
     def _has_pending(self) -> bool:
         return bool(self._pending)
+
+    def _reject_head(self) -> int:
+        self._pending.pop(next(iter(self._pending)), None)
+        return 1
 
     async def _flush(self) -> None:
         while self._pending:
@@ -212,6 +228,12 @@ class MetricsBatcher(_Retrying):
                 self._partial_due = True
                 self.wake()
 
+    def _reject_head(self) -> int:
+        n = min(self._batch, len(self._rows))
+        for _ in range(n):
+            self._rows.popleft()
+        return n
+
     def _has_pending(self) -> bool:
         # A partial batch is not "pending work" until the timer (or shutdown) says so.
         return len(self._rows) >= self._batch or (bool(self._rows) and self._partial_due)
@@ -261,6 +283,10 @@ class PassthroughPositionWriter(_Retrying):
     def _has_pending(self) -> bool:
         return bool(self._queue)
 
+    def _reject_head(self) -> int:
+        self._queue.popleft()
+        return 1
+
     async def _flush(self) -> None:
         while self._queue:
             await self._write([self._queue[0]])
@@ -303,6 +329,10 @@ class ProfileUpdater(_Retrying):
 
     def _has_pending(self) -> bool:
         return bool(self._queue)
+
+    def _reject_head(self) -> int:
+        self._queue.popleft()
+        return 1
 
     async def _flush(self) -> None:
         while self._queue:

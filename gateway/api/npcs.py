@@ -12,7 +12,7 @@ from aiohttp import web
 
 from gateway.api.errors import ApiError, json_response, read_json
 from gateway.keys import NODE
-from gateway.protocol import NPC_ID_RE, STATUS_RE
+from gateway.protocol import NPC_ID_RE, STATUS_RE, clean_text
 from gateway.store import NpcExists
 
 ROLE_RE = re.compile(r"[a-z0-9_-]{1,32}")
@@ -67,6 +67,15 @@ def decode_cursor(cursor: str) -> str:
     return npc_id
 
 
+def _filter(request: web.Request, name: str, max_len: int = 64) -> str | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if not clean_text(raw, max_len):
+        raise _bad(f"{name} must be 1-{max_len} characters without NUL")
+    return raw
+
+
 def _npc_id(request: web.Request) -> str:
     npc_id = request.match_info["npc_id"]
     if not NPC_ID_RE.fullmatch(npc_id):
@@ -78,7 +87,7 @@ def _checked_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "name" in body:
         name = body["name"]
-        if type(name) is not str or not 0 < len(name) <= MAX_NAME:
+        if not clean_text(name, MAX_NAME):
             raise _bad(f"name must be a string of 1-{MAX_NAME} characters")
         out["name"] = name
     if "role" in body or creating:
@@ -106,7 +115,7 @@ async def _map_body(request: web.Request) -> dict[str, Any]:
 
 async def list_npcs(request: web.Request) -> web.Response:
     registry = request.app[NODE].registry
-    status, role = request.query.get("status") or None, request.query.get("role") or None
+    status, role = _filter(request, "status"), _filter(request, "role")
     limit = _int_param(request, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
     cursor = request.query.get("cursor")
     after = decode_cursor(cursor) if cursor else None
@@ -185,8 +194,11 @@ async def put_profile(request: web.Request) -> web.Response:
     profile = await read_json(request, MAX_PROFILE_BYTES)
     if type(profile) is not dict:
         raise _bad("a profile is a JSON object")
-    if len(orjson.dumps(profile)) > MAX_PROFILE_BYTES:
+    encoded = orjson.dumps(profile)
+    if len(encoded) > MAX_PROFILE_BYTES:
         raise ApiError(413, "too_large", "a profile is at most 64 KiB")
+    if b"\\u0000" in encoded:
+        raise _bad("a profile cannot hold the NUL character")
     if await registry.get(npc_id) is None:
         raise ApiError(404, "not_found", "no such NPC")
     return json_response(await registry.put_profile(npc_id, profile))
@@ -194,8 +206,7 @@ async def put_profile(request: web.Request) -> web.Response:
 
 async def list_metrics(request: web.Request) -> web.Response:
     registry = request.app[NODE].registry
-    npc = request.query.get("npc") or None
-    name = request.query.get("name") or None
+    npc, name = _filter(request, "npc"), _filter(request, "name")
     since_raw = request.query.get("since")
     since = _int_param(request, "since", 0, 0, 2**62) if since_raw else None
     limit = _int_param(request, "limit", METRICS_LIMIT_DEFAULT, 1, METRICS_LIMIT_MAX)

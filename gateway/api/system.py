@@ -58,7 +58,10 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 
 
 async def index(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(WEB_DIR / "index.html")
+    page = WEB_DIR / "index.html"
+    if not page.exists():
+        raise ApiError(404, "not_found", "the map page is not part of this build")
+    return web.FileResponse(page)
 
 
 def add_routes(app: web.Application) -> None:

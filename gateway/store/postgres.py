@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import orjson
 
 from gateway.store import migrations
 from gateway.store.base import NpcExists, StoreUnavailable
@@ -100,7 +101,7 @@ def _affected(status: str) -> int:
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
-        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text"
+        "jsonb", encoder=json.dumps, decoder=orjson.loads, schema="pg_catalog", format="text"
     )
     await conn.execute(_STAGE)
 
@@ -338,7 +339,7 @@ class PostgresStore:
             except asyncpg.ForeignKeyViolationError:
                 raise KeyError(npc_id) from None
         self._stats.writes += 1
-        return json.loads(text)
+        return orjson.loads(text)
 
     async def update_profile(
         self, npc_id: str, fn: Callable[[dict[str, Any]], dict[str, Any]]
@@ -368,7 +369,7 @@ class PostgresStore:
                 text,
             )
         self._stats.writes += 1
-        return json.loads(text)
+        return orjson.loads(text)
 
     # -- metrics ----------------------------------------------------------------------------------
     async def insert_metrics(self, rows: Sequence[MetricRow]) -> None:

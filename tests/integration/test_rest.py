@@ -263,3 +263,27 @@ async def test_prometheus_has_histograms(gw: RunningGateway, admin: Rest) -> Non
     ):
         count = next(s.value for s in families[name].samples if s.name == f"{name}_count")
         assert count >= 1, name
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/npcs", {"id": "n0", "role": "miner", "name": "a\u0000b"}),
+        ("GET", "/api/npcs?status=%00", None),
+        ("GET", "/api/metrics?npc=%00", None),
+        ("PUT", "/api/npcs/keep/profile", {"a": "\u0000"}),
+    ],
+)
+async def test_nul_characters_are_refused_on_every_backend(
+    admin: Rest, method: str, path: str, body: object
+) -> None:
+    await admin.call("POST", "/api/npcs", {"id": "keep", "role": "miner"})
+    status, err = await admin.call(method, path, body)
+    assert status == 400 and err["error"]["code"] == "bad_message"
+
+
+async def test_huge_numbers_in_a_profile_read_back(admin: Rest) -> None:
+    await admin.call("POST", "/api/npcs", {"id": "big", "role": "miner"})
+    assert (await admin.call("PUT", "/api/npcs/big/profile", {"a": 1e308, "b": 1e20}))[0] == 200
+    status, profile = await admin.call("GET", "/api/npcs/big/profile")
+    assert status == 200 and profile == {"a": 1e308, "b": 1e20}

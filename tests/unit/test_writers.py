@@ -88,3 +88,29 @@ async def test_metrics_spool_is_bounded_and_counts_drops() -> None:
     for i in range(8):
         batcher.add(MetricRow("a", "m", float(i), i))
     assert batcher.pending == 5 and batcher.dropped == 3
+
+
+async def test_a_batch_the_database_refuses_is_dropped_not_retried_forever() -> None:
+    written: list[list] = []
+    calls = 0
+
+    async def write(rows: list) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("value out of range")  # what a DataError would be
+        written.append(rows)
+
+    batcher = MetricsBatcher(write, batch=2, flush_ms=3_600_000)
+    batcher.start()
+    try:
+        for i in range(4):
+            batcher.add(MetricRow("a", "m", float(i), i))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while batcher.pending or batcher.rejected == 0:
+            assert loop.time() < deadline
+            await asyncio.sleep(0.01)
+        assert batcher.rejected == 2 and [r.value for b in written for r in b] == [2.0, 3.0]
+    finally:
+        await batcher.stop()
