@@ -69,4 +69,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/performance", performance)
     app.router.add_get("/api/openapi.yaml", openapi)
     app.router.add_get("/", index)
-    app.router.add_static("/static/", WEB_DIR, show_index=False)
+    if WEB_DIR.is_dir():
+        app.router.add_static("/static/", WEB_DIR, show_index=False)
