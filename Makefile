@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 SYSDEPS := $(VENV)/.sysdeps-stamp
 PORT ?= 8080
 
-.PHONY: run test bench bench-path lint format demo cluster minecraft-demo clean
+.PHONY: run test bench bench-path bench-cluster lint format demo cluster minecraft-demo clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -35,6 +35,14 @@ bench: $(STAMP) $(SYSDEPS)
 ## bench-path: pathfinding throughput and event-loop lag
 bench-path: $(STAMP)
 	$(BIN)/python scripts/bench_path.py $(BENCH_ARGS)
+
+## cluster: REPLICAS (default 3) replicas on 8081.. behind nginx on $(PORT), one PostgreSQL + Redis
+cluster: $(STAMP) $(SYSDEPS)
+	$(BIN)/python scripts/cluster.py --replicas $(or $(REPLICAS),3) --port $(PORT)
+
+## bench-cluster: 3 replicas on one PostgreSQL + Redis (QUICK=1: 300 bots x 10 Hz + 30 viewers)
+bench-cluster: $(STAMP) $(SYSDEPS)
+	$(BIN)/python scripts/bench_cluster.py $(if $(QUICK),--quick,) $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests scripts

@@ -75,9 +75,11 @@ class GuardedPresence:
         self._replica = replica
         self._local = local_bots
 
-    async def _call(self, method: str, *args: Any) -> tuple[bool, Any]:
+    async def _call(self, method: str, *args: Any, probe: bool = False) -> tuple[bool, Any]:
+        """(ok, result). A `probe` goes through even while the breaker is open: the heartbeat
+        keeps this replica's claims alive the moment Redis is back."""
         breaker = self._breaker
-        if not breaker.allow():
+        if not probe and not breaker.allow():
             return False, None
         try:
             async with asyncio.timeout(breaker.config.timeout):
@@ -112,7 +114,7 @@ class GuardedPresence:
     async def refresh(self, replica: str, npc_ids: Collection[str]) -> set[str]:
         """Heartbeat; returns the ids another replica has taken over (when the backend knows)."""
         method = "refresh_held" if hasattr(self._presence, "refresh_held") else "refresh"
-        ok, lost = await self._call(method, replica, npc_ids)
+        ok, lost = await self._call(method, replica, npc_ids, probe=True)
         return set(lost or ()) if ok else set()
 
     async def close(self) -> None:

@@ -14,7 +14,13 @@ from typing import Any
 
 import msgpack
 
-from gateway.breaker import BREAKER_NAMES, DATABASE_BREAKER, REDIS_BREAKER, BreakerRegistry
+from gateway.breaker import (
+    BREAKER_NAMES,
+    DATABASE_BREAKER,
+    REDIS_BREAKER,
+    BreakerConfig,
+    BreakerRegistry,
+)
 from gateway.bus import Bus
 from gateway.bus.base import EVENTS, POSITIONS, command_channel
 from gateway.cache import Cache
@@ -24,6 +30,7 @@ from gateway.config import Settings
 from gateway.guards import GuardedPresence, GuardedStore
 from gateway.hub import Hub
 from gateway.learning import TASK_EVENTS, apply_task, parse_task
+from gateway.peers import PeerWatch
 from gateway.presence import Presence
 from gateway.protocol import CloseCode
 from gateway.registry import Registry
@@ -43,6 +50,7 @@ log = logging.getLogger(__name__)
 
 _pack = msgpack.Packer(use_bin_type=True).pack
 PRESENCE_HEARTBEAT_S = 5.0  # a third of the Redis presence TTL (15 s)
+PEER_SILENCE_S = 15.0  # a replica not heard for the presence TTL is taken for dead
 
 
 def now_ms() -> int:
@@ -60,7 +68,12 @@ class Node:
     ) -> None:
         self.settings = settings
         self.replica = settings.replica_id
-        self.breakers = BreakerRegistry(BREAKER_NAMES)
+        self.breakers = BreakerRegistry()
+        # Presence calls fail in milliseconds; a 60 s lockout after Redis returns would hide
+        # every other replica's bots from this one for a minute.
+        self.breakers.get(REDIS_BREAKER, BreakerConfig(reset_timeout=10.0))
+        for name in BREAKER_NAMES:
+            self.breakers.get(name)
         self.telemetry = Telemetry()
         self.hub = Hub(settings.viewer_stall_s, self.telemetry)
         self._window_started: float | None = None  # monotonic time of the window's first update
@@ -76,6 +89,7 @@ class Node:
         self.live: dict[str, PositionUpdate] = {}
         self._live_ts: dict[str, int] = {}  # ms of the frame that set `live[npc]`: order guard
         self.recent_status: dict[str, str] = {}  # statuses seen on any replica since start
+        self.peers = PeerWatch(silence_s=PEER_SILENCE_S)
         self.registry = Registry(self.store, cache, self.presence, self.live)
         self.passthrough = settings.tick_ms == 0
         self.positions: PositionWriter | PassthroughPositionWriter = (
@@ -107,9 +121,14 @@ class Node:
         self.state = "ok"
 
     async def _presence_heartbeat(self) -> None:
-        """Keep this replica's claims alive (and re-create them after a Redis restart)."""
+        """Keep this replica's claims alive (and re-create them after a Redis restart), tell
+        the others we are alive, and say `left` for the bots of replicas that went silent."""
         while True:
             await asyncio.sleep(PRESENCE_HEARTBEAT_S)
+            self.bus.publish(EVENTS, _pack({"r": self.replica, "k": "alive"}))
+            for npc in self.peers.expire(time.monotonic()):
+                if npc not in self.hub.bots:
+                    self.hub.broadcast_message({"type": "left", "id": npc}, self.live.get(npc))
             lost = await self.presence.refresh(self.replica, list(self.hub.bots))
             for npc in lost:  # another replica took the bot over and we missed the kick
                 bot = self.hub.bots.get(npc)
@@ -238,6 +257,12 @@ class Node:
             )
         elif kind in ("joined", "left"):
             npc = event["id"]
+            sender = event.get("r")
+            if sender is not None:  # another replica's bot
+                if kind == "joined":
+                    self.peers.joined(npc, sender)
+                else:
+                    self.peers.left(npc)
             self.hub.broadcast_message({"type": kind, "id": npc}, self.live.get(npc))
         elif kind == "deleted":
             npc = event["id"]
@@ -260,8 +285,10 @@ class Node:
     def on_bus_message(self, channel: str, payload: bytes) -> None:
         try:
             msg = msgpack.unpackb(payload, raw=False)
-            if msg.get("r") == self.replica:
+            sender = msg.get("r")
+            if sender == self.replica:
                 return
+            self.peers.heard(sender, time.monotonic())
             if channel == POSITIONS:
                 self._apply_remote_window(msg["ts"], msg["u"])
             elif channel == EVENTS:

@@ -128,7 +128,6 @@ class BotSession:
                 "protocol": PROTOCOL_VERSION,
             }
         )
-        self._writer = asyncio.create_task(self._write_loop(), name=f"bot-writer-{self.npc_id}")
         previous = node.hub.attach_bot(self)
         if previous is not None:
             previous.replaced = True
@@ -136,6 +135,8 @@ class BotSession:
         holder = await node.presence.claim(self.npc_id, node.replica)
         if holder is not None:
             node.kick_elsewhere(self.npc_id, holder)
+        # Only now may `welcome` leave: once a bot has it, commands from any replica find it.
+        self._writer = asyncio.create_task(self._write_loop(), name=f"bot-writer-{self.npc_id}")
         if previous is None:
             node.bot_joined(self.npc_id)
         try:

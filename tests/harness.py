@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -212,14 +213,15 @@ class GatewayProcess:
 
     def start(self, deadline_s: float = 30.0) -> None:
         cmd = [sys.executable, "-m", "gateway", "serve", "--port", str(self.port)]
+        # Output goes to a file: a pipe nobody reads would block a chatty replica.
+        self.log = tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
-            cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            cmd, cwd=REPO, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
         )
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
             if self.proc.poll() is not None:
-                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{out}")
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.output()}")
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
                 return
             time.sleep(0.05)
@@ -228,8 +230,11 @@ class GatewayProcess:
     def terminate(self, deadline_s: float = 30.0) -> tuple[int, str]:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=deadline_s)
-        return self.proc.returncode, out.decode()
+        self.proc.wait(timeout=deadline_s)
+        return self.proc.returncode, self.output()
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
