@@ -28,6 +28,10 @@ test: $(STAMP) $(SYSDEPS)
 	$(BIN)/ruff check gateway tests scripts
 	$(BIN)/python -m pytest -q
 
+## demo: the gateway on embedded defaults with 50 simulated bots; prints the map URL
+demo: $(STAMP)
+	bash scripts/demo.sh
+
 ## bench: load benchmark (1,000 bots x 10 Hz + 200 viewers on PostgreSQL; QUICK=1 for a short run)
 bench: $(STAMP) $(SYSDEPS)
 	$(BIN)/python scripts/bench.py $(if $(QUICK),--quick,) $(BENCH_ARGS)

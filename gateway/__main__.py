@@ -78,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     p_token.add_argument("--sub", required=True)
     p_token.add_argument("--ttl", type=int, default=DEFAULT_TTL_S, help="seconds (default 1 day)")
     sub.add_parser("migrate", help="apply schema/ to the configured database")
+    from gateway import simulate
+
+    simulate.add_cli(sub)
     args = parser.parse_args(argv)
+    if args.command == "simulate":
+        return simulate.main(args)
 
     try:
         settings = Settings.from_env()

@@ -47,8 +47,8 @@ class Settings:
     rate_per_s: float = 50.0
     rate_burst: int = 100
     # REST writes per token.
-    rest_write_per_s: float = 20.0
-    rest_write_burst: int = 100
+    rest_write_per_s: float = 100.0
+    rest_write_burst: int = 200
     # Slow viewers are closed after this long without a send completing.
     viewer_stall_s: float = 10.0
     # Start the worker processes with the app (True) or on the first task (tests).
@@ -78,8 +78,8 @@ class Settings:
             log_level=(env.get("GATEWAY_LOG_LEVEL") or "INFO").upper(),
             rate_per_s=float(_int(env, "GATEWAY_RATE_PER_S", 50, minimum=1)),
             rate_burst=_int(env, "GATEWAY_RATE_BURST", 100, minimum=1),
-            rest_write_per_s=float(_int(env, "GATEWAY_REST_WRITES_PER_S", 20, minimum=1)),
-            rest_write_burst=_int(env, "GATEWAY_REST_WRITES_BURST", 100, minimum=1),
+            rest_write_per_s=float(_int(env, "GATEWAY_REST_WRITES_PER_S", 100, minimum=1)),
+            rest_write_burst=_int(env, "GATEWAY_REST_WRITES_BURST", 200, minimum=1),
         )
 
 
