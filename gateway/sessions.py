@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from gateway import PROTOCOL_VERSION
+from gateway.direct_ws import DIRECT_DISPATCH, DirectWebSocketResponse
 from gateway.keys import CLAIMS, NODE
 from gateway.node import Node, now_ms
 from gateway.protocol import (
@@ -51,15 +52,18 @@ VIEWER_RATE_PER_S, VIEWER_BURST = 10.0, 20  # viewers only subscribe and ping
 HEARTBEAT_S = 30.0
 
 
+# compress=False: per-connection deflate costs ~95 KB and a third more CPU (design notes).
+WEBSOCKET_OPTIONS: dict[str, Any] = {
+    "protocols": SUBPROTOCOLS,
+    "compress": False,
+    "max_msg_size": MAX_FRAME_BYTES,
+    "heartbeat": HEARTBEAT_S,
+    "decode_text": False,
+}
+
+
 def _websocket() -> web.WebSocketResponse:
-    # compress=False: per-connection deflate costs ~95 KB and a third more CPU (design notes).
-    return web.WebSocketResponse(
-        protocols=SUBPROTOCOLS,
-        compress=False,
-        max_msg_size=MAX_FRAME_BYTES,
-        heartbeat=HEARTBEAT_S,
-        decode_text=False,
-    )
+    return web.WebSocketResponse(**WEBSOCKET_OPTIONS)
 
 
 _RATE_LIMITED = ProtocolError(ErrorCode.RATE_LIMITED, "too many messages; dropped").to_message()
@@ -77,12 +81,18 @@ def _expects(frame_type: WSMsgType, encoding: Encoding) -> bool:
 class BotSession:
     """One connected bot. Outgoing messages go through a bounded outbox and one writer task."""
 
-    def __init__(self, node: Node, npc_id: str, ws: web.WebSocketResponse, encoding: Encoding):
+    def __init__(self, node: Node, npc_id: str) -> None:
         self.node = node
         self.npc_id = npc_id
-        self.ws = ws
-        self.encoding = encoding
-        self.opcode = WSMsgType.TEXT if encoding is Encoding.JSON else WSMsgType.BINARY
+        # Data frames arrive through `on_frame` from the parser itself (see direct_ws).
+        self.ws: web.WebSocketResponse = (
+            DirectWebSocketResponse(self.on_frame, **WEBSOCKET_OPTIONS)
+            if DIRECT_DISPATCH
+            else web.WebSocketResponse(**WEBSOCKET_OPTIONS)
+        )
+        self.encoding = Encoding.JSON
+        self.opcode = WSMsgType.TEXT
+        self._early: list[tuple[WSMsgType, bytes]] | None = []  # frames before `welcome`
         self.replaced = False  # closed for a newer connection (or deleted): no `left` from us
         self._closing = False
         self.announce_left = True  # False when the NPC was deleted: `left` went out already
@@ -118,6 +128,8 @@ class BotSession:
 
     async def run(self) -> None:
         node = self.node
+        self.encoding = _encoding_of(self.ws)
+        self.opcode = WSMsgType.TEXT if self.encoding is Encoding.JSON else WSMsgType.BINARY
         # `welcome` is queued before anything else can be (a command, an error).
         self.send_message(
             {
@@ -128,6 +140,9 @@ class BotSession:
                 "protocol": PROTOCOL_VERSION,
             }
         )
+        early, self._early = self._early or [], None
+        for frame_type, data in early:
+            self.on_frame(frame_type, data)
         previous = node.hub.attach_bot(self)
         if previous is not None:
             previous.replaced = True
@@ -159,39 +174,45 @@ class BotSession:
             self._writer.cancel()
 
     async def _receive_loop(self) -> None:
-        ws, encoding, node, npc = self.ws, self.encoding, self.node, self.npc_id
-        flood = self.flood
-        async for frame in ws:
+        """Control frames (and, without direct dispatch, data frames) until the socket closes."""
+        async for frame in self.ws:
             if frame.type is WSMsgType.ERROR:
                 break
-            if frame.type is not WSMsgType.TEXT and frame.type is not WSMsgType.BINARY:
-                continue
-            if self._closing:
-                continue  # drain what is in flight until the peer answers our close
-            verdict = flood.check(time.monotonic())
-            if verdict != "ok":
-                node.telemetry.rate_limited.inc()
-                self._flooded(verdict)
-                continue
-            try:
-                if not _expects(frame.type, encoding):
-                    raise ProtocolError(
-                        ErrorCode.BAD_ENCODING, f"frames must be {encoding.value} frames"
-                    )
-                msg = decode(frame.data, encoding)
-                # Fast path: the vast majority of frames are positions without a ref.
-                if msg.get("type") == "pos" and "ref" not in msg and "npc" not in msg:
-                    node.accept_position(parse_position(msg, npc, None))
-                    continue
-                kind, ref = message_type(msg, BOT_TYPES)
-                claimed = msg.get("npc")
-                if claimed is not None and claimed != npc:
-                    raise ProtocolError(
-                        ErrorCode.FORBIDDEN, "a bot speaks only for its own NPC", ref
-                    )
-                self._dispatch(kind, ref, msg)
-            except ProtocolError as err:
-                self.send_message(err.to_message())
+            if frame.type is WSMsgType.TEXT or frame.type is WSMsgType.BINARY:
+                self.on_frame(frame.type, frame.data)
+
+    def on_frame(self, frame_type: WSMsgType, data: bytes) -> None:
+        """One data frame: the hot path. Synchronous; never raises."""
+        if self._early is not None:
+            if len(self._early) < BOT_OUTBOX_MAX:  # a bot that floods before welcome loses some
+                self._early.append((frame_type, data))
+            return
+        if self._closing:
+            return  # drain what is in flight until the peer answers our close
+        node = self.node
+        verdict = self.flood.check(time.monotonic())
+        if verdict != "ok":
+            node.telemetry.rate_limited.inc()
+            self._flooded(verdict)
+            return
+        encoding = self.encoding
+        try:
+            if not _expects(frame_type, encoding):
+                raise ProtocolError(
+                    ErrorCode.BAD_ENCODING, f"frames must be {encoding.value} frames"
+                )
+            msg = decode(data, encoding)
+            # Fast path: the vast majority of frames are positions without a ref.
+            if msg.get("type") == "pos" and "ref" not in msg and "npc" not in msg:
+                node.accept_position(parse_position(msg, self.npc_id, None))
+                return
+            kind, ref = message_type(msg, BOT_TYPES)
+            claimed = msg.get("npc")
+            if claimed is not None and claimed != self.npc_id:
+                raise ProtocolError(ErrorCode.FORBIDDEN, "a bot speaks only for its own NPC", ref)
+            self._dispatch(kind, ref, msg)
+        except ProtocolError as err:
+            self.send_message(err.to_message())
 
     def _dispatch(self, kind: str, ref: Any, msg: dict[str, Any]) -> None:
         node, npc = self.node, self.npc_id
@@ -251,11 +272,10 @@ async def npc_endpoint(request: web.Request) -> web.StreamResponse:
         await node.registry.ensure(claims.sub)
     except StoreUnavailable:
         log.warning("store unavailable: %s connects unregistered", claims.sub)
-    ws = _websocket()
-    await ws.prepare(request)
-    session = BotSession(node, claims.sub, ws, _encoding_of(ws))
+    session = BotSession(node, claims.sub)
+    await session.ws.prepare(request)
     await session.run()
-    return ws
+    return session.ws
 
 
 async def viewer_endpoint(request: web.Request) -> web.StreamResponse:

@@ -1,0 +1,79 @@
+"""A WebSocket response that hands data frames to a callback as soon as they are parsed.
+
+aiohttp queues every message and wakes the reading task for each one: a future, a task step
+and `receive()`'s bookkeeping per message, which for bots streaming positions is the largest
+cost of the hot path. Here the parser's queue is replaced by one that passes TEXT and BINARY
+frames straight to `on_frame` (synchronously, from `data_received`); control frames (close,
+ping, errors such as a frame over the size limit) still go through the queue, so `receive()`
+and aiohttp's close handshake work as usual.
+
+This leans on two aiohttp internals (`WebSocketResponse._post_start` and the reader's queue
+class); `DIRECT_DISPATCH` is False when they are not what this module expects, and callers
+then use the ordinary receive loop. The whole test suite runs through this path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+log = logging.getLogger(__name__)
+
+FrameHandler = Callable[[WSMsgType, bytes], None]
+
+try:
+    from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
+    from aiohttp.web_ws import DEFAULT_CHUNK_SIZE
+
+    DIRECT_DISPATCH = hasattr(web.WebSocketResponse, "_post_start")
+except ImportError:  # a future aiohttp moved them: fall back to receive()
+    DIRECT_DISPATCH = False
+
+
+if DIRECT_DISPATCH:
+
+    class _DirectQueue(WebSocketDataQueue):  # type: ignore[misc, valid-type]
+        def __init__(self, protocol: Any, limit: int, *, loop: Any, on_frame: FrameHandler):
+            super().__init__(protocol, limit, loop=loop)
+            self._on_frame = on_frame
+
+        def feed_data(self, data: Any, size: int) -> None:
+            kind = data.type
+            if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+                try:
+                    self._on_frame(kind, data.data)
+                except Exception:  # never let a handler bug break the parser
+                    log.exception("frame handler failed")
+                return
+            super().feed_data(data, size)
+
+
+class DirectWebSocketResponse(web.WebSocketResponse):
+    """`WebSocketResponse` whose data frames go to `on_frame` instead of `receive()`."""
+
+    def __init__(self, on_frame: FrameHandler, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._on_frame = on_frame
+
+    def _post_start(self, request: Any, protocol: str | None, writer: Any) -> None:
+        # Mirrors aiohttp's own _post_start, with our queue in place of its queue.
+        self._ws_protocol = protocol
+        self._writer = writer
+        self._reset_heartbeat()
+        loop = self._loop
+        assert loop is not None
+        self._reader = _DirectQueue(
+            request._protocol, DEFAULT_CHUNK_SIZE, loop=loop, on_frame=self._on_frame
+        )
+        self._parser = WebSocketReader(
+            self._reader,
+            self._max_msg_size,
+            compress=bool(self._compress),
+            decode_text=self._decode_text,
+        )
+        callback = None if self._heartbeat is None else self._on_data_received
+        request.protocol.set_parser(self._parser, data_received_cb=callback)
+        request.protocol.keep_alive(False)
