@@ -48,6 +48,8 @@ if DIRECT_DISPATCH:
                 except Exception:  # never let a handler bug break the parser
                     log.exception("frame handler failed")
                 return
+            if kind is WSMsgType.PONG:
+                self._on_frame(kind, b"")  # a sign of life (see sessions' idle sweep)
             super().feed_data(data, size)
 
 

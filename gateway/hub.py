@@ -21,12 +21,15 @@ class BotLink(Protocol):
     """What the hub needs of a bot session: a way to reach and to close it."""
 
     npc_id: str
+    last_seen: float  # monotonic time of its last frame or pong
     replaced: bool  # closed because a newer connection took over: no `left`
     announce_left: bool  # whether closing it should tell viewers `left`
 
     def send_message(self, message: dict[str, Any]) -> bool: ...
 
     async def close(self, code: int, message: str) -> None: ...
+
+    def ping(self) -> None: ...
 
 
 class Hub:
@@ -130,10 +133,30 @@ class Hub:
             self._close_slow(viewer, f"no progress for {self.stall_timeout_s:.0f} s")
         return len(stalled)
 
-    async def watch_stalls(self, interval_s: float = 0.5) -> None:
+    def sweep_idle_bots(self, idle_s: float, now: float | None = None) -> int:
+        """Ping bots quiet for `idle_s`; close those quiet for twice that (a dead peer)."""
+        now = time.monotonic() if now is None else now
+        dead = 0
+        for bot in list(self.bots.values()):
+            quiet = now - bot.last_seen
+            if quiet >= 2 * idle_s:
+                dead += 1
+                asyncio.get_running_loop().create_task(
+                    bot.close(CloseCode.GOING_AWAY, "no sign of life")
+                )
+            elif quiet >= idle_s:
+                bot.ping()
+        return dead
+
+    async def watch_stalls(self, interval_s: float = 0.5, bot_idle_s: float = 30.0) -> None:
+        sweep_every = max(1, round(bot_idle_s / 3 / interval_s))
+        rounds = 0
         while True:
             await asyncio.sleep(interval_s)
             self.close_stalled()
+            rounds += 1
+            if rounds % sweep_every == 0:
+                self.sweep_idle_bots(bot_idle_s)
 
     async def close_all(self, code: int, message: str) -> None:
         """Close every bot and viewer (shutdown)."""
