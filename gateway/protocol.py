@@ -156,6 +156,31 @@ def clean_text(value: Any, max_len: int) -> bool:
 
 
 def parse_position(msg: dict[str, Any], npc_id: str, ref: Any) -> PositionUpdate:
+    """The validated update of a `pos` message (the hot path: most frames are these)."""
+    x, y, z = msg.get("x"), msg.get("y"), msg.get("z")
+    yaw, pitch, dim = msg.get("yaw", 0.0), msg.get("pitch", 0.0), msg.get("dim", DEFAULT_DIM)
+    # Fast path for the common shape: all floats in range. NaN fails every comparison and
+    # `v - v == 0.0` fails for inf and NaN, so anything unusual takes the checked path below.
+    if (
+        type(x) is float
+        and type(y) is float
+        and type(z) is float
+        and type(yaw) is float
+        and type(pitch) is float
+        and type(dim) is str
+        and -MAX_COORD <= x <= MAX_COORD
+        and -MAX_COORD <= z <= MAX_COORD
+        and MIN_Y <= y <= MAX_Y
+        and yaw - yaw == 0.0
+        and pitch - pitch == 0.0
+        and 0 < len(dim) <= MAX_DIM
+        and "\x00" not in dim
+    ):
+        return {"id": npc_id, "x": x, "y": y, "z": z, "yaw": yaw, "pitch": pitch, "dim": dim}
+    return _parse_position_checked(msg, npc_id, ref)
+
+
+def _parse_position_checked(msg: dict[str, Any], npc_id: str, ref: Any) -> PositionUpdate:
     x = _number(msg, "x", ref)
     y = _number(msg, "y", ref)
     z = _number(msg, "z", ref)

@@ -179,3 +179,26 @@ def test_valid_positions_survive_both_encodings(msg: dict[str, Any]) -> None:
         return
     assert orjson.loads(orjson.dumps(pos)) == pos
     assert msgpack.unpackb(msgpack.packb(pos)) == pos
+
+
+@settings(max_examples=500)
+@given(
+    st.fixed_dictionaries(
+        {k: st.floats() | st.integers(-(2**40), 2**40) for k in ("x", "y", "z")},
+        optional={
+            "yaw": st.floats(),
+            "pitch": st.floats(),
+            "dim": st.text(max_size=70) | st.none(),
+        },
+    )
+)
+def test_fast_and_checked_position_paths_agree(msg: dict[str, Any]) -> None:
+    from gateway.protocol import _parse_position_checked
+
+    def outcome(fn: Any) -> Any:
+        try:
+            return fn(msg, "n", None)
+        except ProtocolError as err:
+            return err.code
+
+    assert outcome(parse_position) == outcome(_parse_position_checked)
