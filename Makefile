@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SYSDEPS := $(VENV)/.sysdeps-stamp
+MF_MODULES := scripts/mineflayer/node_modules/.package-lock.json
 PORT ?= 8080
 
 .PHONY: run test bench bench-path bench-cluster lint format demo cluster minecraft-demo clean
@@ -19,18 +20,25 @@ $(SYSDEPS): scripts/install-system-deps.sh | $(STAMP)
 	bash scripts/install-system-deps.sh
 	touch $(SYSDEPS)
 
+$(MF_MODULES): scripts/mineflayer/package-lock.json | $(SYSDEPS)
+	cd scripts/mineflayer && npm ci --no-audit --no-fund --loglevel=error
+
 ## run: the gateway on embedded defaults (SQLite, in-process bus and cache)
 run: $(STAMP)
 	@bash scripts/run.sh $(PORT)
 
 ## test: every test, against throwaway PostgreSQL/Redis servers the tests start
-test: $(STAMP) $(SYSDEPS)
+test: $(STAMP) $(SYSDEPS) $(MF_MODULES)
 	$(BIN)/ruff check gateway tests scripts
 	$(BIN)/python -m pytest -q
 
 ## demo: the gateway on embedded defaults with 50 simulated bots; prints the map URL
 demo: $(STAMP)
 	bash scripts/demo.sh
+
+## minecraft-demo: a local Minecraft world, the gateway and wandering mineflayer bots (NPCS=5)
+minecraft-demo: $(STAMP) $(MF_MODULES)
+	PORT=$(PORT) bash scripts/minecraft-demo.sh
 
 ## bench: load benchmark (1,000 bots x 10 Hz + 200 viewers on PostgreSQL; QUICK=1 for a short run)
 bench: $(STAMP) $(SYSDEPS)
