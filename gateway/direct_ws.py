@@ -79,3 +79,25 @@ class DirectWebSocketResponse(web.WebSocketResponse):
         callback = None if self._heartbeat is None else self._on_data_received
         request.protocol.set_parser(self._parser, data_received_cb=callback)
         request.protocol.keep_alive(False)
+
+
+WRITE_NOW_LIMIT = 64 * 1024  # bytes already waiting in the transport: beyond, queue instead
+
+
+def write_now(ws: web.WebSocketResponse, payload: bytes, opcode: WSMsgType) -> bool:
+    """Write one frame synchronously if the socket is keeping up; False means the caller
+    must queue it (something is already waiting, or the socket is closing).
+
+    Saves a task switch per message for the common case of a peer that reads promptly;
+    back-pressure (awaiting drain) stays with the caller's writer task.
+    """
+    writer = getattr(ws, "_writer", None)
+    if writer is None or ws.closed:
+        return False
+    transport = writer.transport
+    if transport is None or transport.is_closing():
+        return False
+    if transport.get_write_buffer_size() > WRITE_NOW_LIMIT:
+        return False
+    writer._write_websocket_frame(payload, opcode, 0)
+    return True

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from gateway import PROTOCOL_VERSION
-from gateway.direct_ws import DIRECT_DISPATCH, DirectWebSocketResponse
+from gateway.direct_ws import DIRECT_DISPATCH, DirectWebSocketResponse, write_now
 from gateway.keys import CLAIMS, NODE
 from gateway.node import Node, now_ms
 from gateway.protocol import (
@@ -98,8 +98,10 @@ class BotSession:
         self.replaced = False  # closed for a newer connection (or deleted): no `left` from us
         self._closing = False
         self.announce_left = True  # False when the NPC was deleted: `left` went out already
+        # Outgoing frames are written at once while the socket keeps up; they queue here (and
+        # a writer task awaits the drain) only when it does not, or before `welcome` may go.
         self._outbox: deque[bytes] = deque()
-        self._wake = asyncio.Event()
+        self._open = False  # set once presence holds the bot: `welcome` may leave
         self._writer: asyncio.Task[None] | None = None
         self._jobs: set[asyncio.Task[Any]] = set()
         settings = node.settings
@@ -119,9 +121,17 @@ class BotSession:
     def send_message(self, message: dict[str, Any]) -> bool:
         if self.ws.closed or len(self._outbox) >= BOT_OUTBOX_MAX:
             return False
-        self._outbox.append(encode(message, self.encoding))
-        self._wake.set()
+        payload = encode(message, self.encoding)
+        if self._open and not self._outbox and write_now(self.ws, payload, self.opcode):
+            return True
+        self._outbox.append(payload)
+        if self._open:
+            self._start_writer()
         return True
+
+    def _start_writer(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop(), name="bot-writer")
 
     async def close(self, code: int, message: str) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
@@ -130,12 +140,10 @@ class BotSession:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
+        """Drain the outbox, awaiting the socket's drain; ends when the outbox is empty."""
         with contextlib.suppress(ConnectionError, RuntimeError, asyncio.CancelledError):
-            while not self.ws.closed:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._outbox:
-                    await self.ws.send_frame(self._outbox.popleft(), self.opcode)
+            while self._outbox and not self.ws.closed:
+                await self.ws.send_frame(self._outbox.popleft(), self.opcode)
 
     async def run(self) -> None:
         node = self.node
@@ -162,7 +170,8 @@ class BotSession:
         if holder is not None:
             node.kick_elsewhere(self.npc_id, holder)
         # Only now may `welcome` leave: once a bot has it, commands from any replica find it.
-        self._writer = asyncio.create_task(self._write_loop(), name=f"bot-writer-{self.npc_id}")
+        self._open = True
+        self._start_writer()
         if previous is None:
             node.bot_joined(self.npc_id)
         try:

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from gateway.direct_ws import write_now
 from gateway.protocol import Area, CloseCode, Encoding, encode
 from gateway.telemetry import Telemetry
 from gateway.types import PositionUpdate
@@ -90,6 +91,11 @@ class ViewerConnection:
     def offer_positions(self, frame: bytes, updates: dict[str, PositionUpdate]) -> None:
         """Queue a positions frame; if one is still pending, merge into it (latest wins)."""
         if self._updates is None:
+            if self._idle() and write_now(self.ws, frame, self.opcode):
+                self.frames_sent += 1
+                if self.telemetry is not None:  # handed to the socket at once
+                    self.telemetry.viewer_send_delay_seconds.observe(0.0)
+                return
             self._frame, self._updates = frame, updates
             self.offered_at = time.monotonic()
         else:
@@ -106,12 +112,23 @@ class ViewerConnection:
     def offer_message(self, payload: bytes) -> None:
         """Queue an encoded non-position message. On overflow the queue is dropped (counted)
         and a resync is due: the state it described comes back as a fresh snapshot."""
+        if self._idle() and self._updates is None and write_now(self.ws, payload, self.opcode):
+            return
         if len(self._events) >= EVENT_QUEUE_MAX and self._resync is not None:
             self.messages_dropped += len(self._events)
             self._events.clear()
             self._resync_due = True
         self._events.append(payload)
         self._wake.set()
+
+    def _idle(self) -> bool:
+        """Nothing queued and no send in progress: a frame may go out at once, in order."""
+        return (
+            self._task is not None
+            and self.send_started is None
+            and not self._events
+            and not self._resync_due
+        )
 
     def reset_positions(self) -> None:
         """Drop the pending positions (a fresh snapshot supersedes them)."""
