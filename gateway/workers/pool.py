@@ -83,6 +83,10 @@ def _resolve(spec: str) -> Callable[[], Any]:
 def _worker_main(conn: Connection, warmup: str | None) -> None:
     """Entry point of a worker process: warm up, say ready, then answer tasks one at a time."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    # Searches yield the CPU to the gateway's event loop when they compete for a core: a
+    # saturated pool must not make ticks late or pings slow.
+    with contextlib.suppress(OSError):
+        os.nice(10)
     if warmup:
         try:
             _resolve(warmup)()
