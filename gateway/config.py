@@ -46,6 +46,7 @@ class Settings:
     # Flood control: token bucket per bot connection.
     rate_per_s: float = 50.0
     rate_burst: int = 100
+    flood_close_s: float = 10.0  # a bot still flooding after this long is closed with 1008
     # REST writes per token.
     rest_write_per_s: float = 100.0
     rest_write_burst: int = 200

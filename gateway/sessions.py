@@ -105,7 +105,12 @@ class BotSession:
         self._writer: asyncio.Task[None] | None = None
         self._jobs: set[asyncio.Task[Any]] = set()
         settings = node.settings
-        self.flood = FloodGuard(settings.rate_per_s, settings.rate_burst, time.monotonic())
+        self.flood = FloodGuard(
+            settings.rate_per_s,
+            settings.rate_burst,
+            time.monotonic(),
+            close_after_s=settings.flood_close_s,
+        )
 
     # -- BotLink ------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import pytest
 
 from gateway.store.base import NpcExists, Store, StoreUnavailable
+from gateway.store.common import NPC_COLUMNS
 from gateway.store.migrations import discover
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
@@ -20,20 +21,7 @@ from tests.servers import PostgresServer
 
 T = TypeVar("T")
 
-NPC_KEYS = {
-    "id",
-    "name",
-    "role",
-    "status",
-    "x",
-    "y",
-    "z",
-    "yaw",
-    "pitch",
-    "dim",
-    "updated_at",
-    "created_at",
-}
+NPC_KEYS = set(NPC_COLUMNS)
 
 
 def make_store(backend: str, request: pytest.FixtureRequest, tmp_path: Path, **kw: Any) -> Store:

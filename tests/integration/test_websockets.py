@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -360,3 +361,27 @@ async def test_path_over_the_bot_socket(manual: RunningGateway) -> None:
     plan = await bot.recv_until(lambda m: m.get("ref") == "m1", timeout=60)
     assert plan["type"] == "mining_plan_result" and plan["ok"] is True
     assert [d["kind"] for d in plan["plan"]] == ["iron", "coal"]
+
+
+async def test_persistent_flooding_closes_with_1008(tmp_path: Path) -> None:
+    settings = gateway_settings(
+        tmp_path, tick_ms=HOUR_MS, rate_per_s=20.0, rate_burst=10, flood_close_s=1.0
+    )
+    async with running_gateway(settings) as gw:
+        flooder = await gw.bot("hose")
+        polite = await gw.bot("sipper")
+
+        async def flood() -> None:
+            with contextlib.suppress(Exception):
+                while True:
+                    await flooder.send({"type": "pos", "x": 0, "y": 0, "z": 0})
+                    await asyncio.sleep(0.001)
+
+        hose = asyncio.create_task(flood())
+        try:
+            assert await flooder.closed_with(timeout=10) == 1008
+        finally:
+            hose.cancel()
+        await polite.roundtrip()  # the well-behaved bot on the same replica is fine
+        telemetry = gw.node.telemetry.registry
+        assert telemetry.get_sample_value("aicraft_messages_rate_limited_total") > 0
