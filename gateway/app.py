@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway.api import commands, minecraft, npcs, prometheus, system
 from gateway.api.auth import WRITE_LIMITER, WriteLimiter, auth_middleware
 from gateway.api.errors import error_middleware
+from gateway.bot_session import npc_endpoint
 from gateway.breaker import MINECRAFT_BRIDGE_BREAKER
 from gateway.bridge import MINECRAFT_BRIDGE, MinecraftBridge
 from gateway.bus import Bus, MemoryBroker, MemoryBus
@@ -25,8 +26,8 @@ from gateway.config import Settings
 from gateway.keys import NODE, SETTINGS
 from gateway.node import Node
 from gateway.presence import MemoryPresence, Presence
-from gateway.sessions import npc_endpoint, viewer_endpoint
 from gateway.store import Store, StoreUnavailable, open_store
+from gateway.viewer_session import viewer_endpoint
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,121 @@
+"""`/ws/viewer`: one map viewer — welcome and snapshot, subscriptions, resyncs."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from gateway import PROTOCOL_VERSION
+from gateway.keys import NODE
+from gateway.node import Node
+from gateway.protocol import (
+    VIEWER_TYPES,
+    CloseCode,
+    ErrorCode,
+    ProtocolError,
+    decode,
+    encode,
+    in_view,
+    message_type,
+    parse_subscribe,
+)
+from gateway.ratelimit import FloodGuard
+from gateway.sessions import RATE_LIMITED, encoding_of, expects, websocket
+from gateway.store import StoreUnavailable
+from gateway.viewer import ViewerConnection
+
+VIEWER_RATE_PER_S, VIEWER_BURST = 10.0, 20  # viewers only subscribe and ping
+
+
+async def viewer_endpoint(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE]
+    if node.state != "ok":
+        raise web.HTTPServiceUnavailable(text="draining")
+    ws = websocket()
+    await ws.prepare(request)
+    encoding = encoding_of(ws)
+    viewer = ViewerConnection(
+        ws, encoding, request.transport, node.telemetry, resync=partial(_resync, node)
+    )
+    npcs = await _load_npcs(node)
+    # From here to start() nothing awaits: the snapshot is exactly the state before the first
+    # frame the viewer is offered, and welcome and snapshot are its first two messages.
+    node.hub.add_viewer(viewer)
+    welcome = {
+        "type": "welcome",
+        "replica": node.replica,
+        "tick_ms": node.settings.tick_ms,
+        "protocol": PROTOCOL_VERSION,
+    }
+    viewer.offer_message(encode(welcome, encoding))
+    viewer.offer_message(_snapshot(node, npcs, viewer))
+    viewer.start()
+    try:
+        await _viewer_receive_loop(node, viewer)
+    finally:
+        node.hub.remove_viewer(viewer)
+        await viewer.close(CloseCode.GOING_AWAY, "bye")
+    return ws
+
+
+async def _load_npcs(node: Node) -> list[dict[str, Any]]:
+    try:
+        return await node.registry.everyone()
+    except StoreUnavailable:
+        # Degraded: what this replica has seen move, until the registry is back.
+        return [dict(u, online=True) for u in node.live.values()]
+
+
+def _snapshot(node: Node, npcs: list[dict[str, Any]], viewer: ViewerConnection) -> bytes:
+    """The encoded snapshot for the viewer's subscription, freshened with what the node has
+    seen since the registry was read (call without awaiting between this and offering it)."""
+    fresh = [node.freshen(n) for n in npcs]
+    if viewer.dim is not None or viewer.area is not None:
+        fresh = [n for n in fresh if in_view(n, viewer.dim, viewer.area)]
+    return encode({"type": "snapshot", "npcs": fresh}, viewer.encoding)
+
+
+async def _resync(node: Node, viewer: ViewerConnection) -> None:
+    """The viewer fell so far behind that queued messages were dropped: start it afresh."""
+    npcs = await _load_npcs(node)
+    viewer.reset_positions()
+    viewer.offer_message(_snapshot(node, npcs, viewer))
+
+
+async def _viewer_receive_loop(node: Node, viewer: ViewerConnection) -> None:
+    ws, encoding = viewer.ws, viewer.encoding
+    flood = FloodGuard(VIEWER_RATE_PER_S, VIEWER_BURST, time.monotonic())
+    async for frame in ws:
+        if frame.type is WSMsgType.ERROR:
+            break
+        if frame.type is not WSMsgType.TEXT and frame.type is not WSMsgType.BINARY:
+            continue
+        verdict = flood.check(time.monotonic())
+        if verdict == "close":
+            await viewer.close(CloseCode.POLICY, "persistent flooding")
+            break
+        if verdict != "ok":
+            if verdict == "reject":
+                viewer.offer_message(encode(RATE_LIMITED, encoding))
+            continue
+        try:
+            if not expects(frame.type, encoding):
+                raise ProtocolError(ErrorCode.BAD_ENCODING, f"frames must be {encoding.value}")
+            msg = decode(frame.data, encoding)
+            kind, ref = message_type(msg, VIEWER_TYPES)
+            if kind == "ping":
+                reply: dict[str, Any] = {"type": "pong"}
+                if ref is not None:
+                    reply["ref"] = ref
+                viewer.offer_message(encode(reply, encoding))
+            elif kind == "subscribe":
+                dim, area = parse_subscribe(msg, ref)
+                npcs = await _load_npcs(node)
+                viewer.dim, viewer.area = dim, area
+                viewer.reset_positions()  # older frames were cut for the old subscription
+                viewer.offer_message(_snapshot(node, npcs, viewer))
+        except ProtocolError as err:
+            viewer.offer_message(encode(err.to_message(), encoding))
