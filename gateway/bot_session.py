@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -42,6 +41,24 @@ BOT_OUTBOX_MAX = 256
 class BotSession:
     """One connected bot. Outgoing messages go through a bounded outbox and one writer task."""
 
+    __slots__ = (
+        "_closing",
+        "_early",
+        "_jobs",
+        "_open",
+        "_outbox",
+        "_writer",
+        "announce_left",
+        "encoding",
+        "flood",
+        "last_seen",
+        "node",
+        "npc_id",
+        "opcode",
+        "replaced",
+        "ws",
+    )
+
     def __init__(self, node: Node, npc_id: str) -> None:
         self.node = node
         self.npc_id = npc_id
@@ -60,10 +77,10 @@ class BotSession:
         self.announce_left = True  # False when the NPC was deleted: `left` went out already
         # Outgoing frames are written at once while the socket keeps up; they queue here (and
         # a writer task awaits the drain) only when it does not, or before `welcome` may go.
-        self._outbox: deque[bytes] = deque()
+        self._outbox: list[bytes] = []  # rarely used, at most BOT_OUTBOX_MAX: a list is smaller
         self._open = False  # set once presence holds the bot: `welcome` may leave
         self._writer: asyncio.Task[None] | None = None
-        self._jobs: set[asyncio.Task[Any]] = set()
+        self._jobs: set[asyncio.Task[Any]] | None = None  # path/mining requests in flight
         settings = node.settings
         self.flood = FloodGuard(
             settings.rate_per_s,
@@ -108,7 +125,7 @@ class BotSession:
         """Drain the outbox, awaiting the socket's drain; ends when the outbox is empty."""
         with contextlib.suppress(ConnectionError, RuntimeError, asyncio.CancelledError):
             while self._outbox and not self.ws.closed:
-                await self.ws.send_frame(self._outbox.popleft(), self.opcode)
+                await self.ws.send_frame(self._outbox.pop(0), self.opcode)
 
     async def run(self) -> None:
         node = self.node
@@ -146,7 +163,7 @@ class BotSession:
 
     async def _finish(self) -> None:
         node = self.node
-        for job in self._jobs:
+        for job in self._jobs or ():
             job.cancel()
         canceller = getattr(node, "worker_pool", None)
         if canceller is not None:
@@ -230,6 +247,8 @@ class BotSession:
 
         runner = run_path if kind == "path" else run_mining_plan
         job = asyncio.create_task(self._job(runner, pool, ref, msg))
+        if self._jobs is None:
+            self._jobs = set()
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
 

@@ -36,6 +36,8 @@ except ImportError:  # a future aiohttp moved them: fall back to receive()
 if DIRECT_DISPATCH:
 
     class _DirectQueue(WebSocketDataQueue):  # type: ignore[misc, valid-type]
+        __slots__ = ("_on_frame",)  # one per bot connection: no per-instance dict
+
         def __init__(self, protocol: Any, limit: int, *, loop: Any, on_frame: FrameHandler):
             super().__init__(protocol, limit, loop=loop)
             self._on_frame = on_frame
