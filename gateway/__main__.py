@@ -58,8 +58,8 @@ async def serve(settings: Settings, host: str, port: int) -> None:
 async def migrate(settings: Settings) -> list[str]:
     from gateway.store import open_store
 
-    store = open_store(settings)
-    await store.open()  # opening applies pending migrations
+    store = open_store(settings, auto_migrate=False)
+    await store.open()
     try:
         return await store.migrate()
     finally:
