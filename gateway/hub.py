@@ -40,7 +40,6 @@ class Hub:
         self.stall_timeout_s = stall_timeout_s
         self.frames_broadcast = 0
         self.viewers_closed_slow = 0
-        self.broadcast_seconds_total = 0.0
 
     # -- bots ---------------------------------------------------------------------------------
 
@@ -96,9 +95,7 @@ class Hub:
             for viewer in members:
                 viewer.offer_positions(frame, updates)
             self.frames_broadcast += 1
-        elapsed = time.perf_counter() - started
-        self.broadcast_seconds_total += elapsed
-        self.telemetry.broadcast_seconds.observe(elapsed)
+        self.telemetry.broadcast_seconds.observe(time.perf_counter() - started)
 
     def broadcast_message(
         self, message: dict[str, Any], about: PositionUpdate | None = None

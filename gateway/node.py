@@ -90,7 +90,7 @@ class Node:
         self._live_ts: dict[str, int] = {}  # ms of the frame that set `live[npc]`: order guard
         self.recent_status: dict[str, str] = {}  # statuses seen on any replica since start
         self.peers = PeerWatch(silence_s=PEER_SILENCE_S)
-        self.registry = Registry(self.store, cache, self.presence, self.live)
+        self.registry = Registry(self.store, cache, self.presence, self.live, self.recent_status)
         self.passthrough = settings.tick_ms == 0
         self.positions: PositionWriter | PassthroughPositionWriter = (
             PassthroughPositionWriter(self.store.write_positions)
@@ -104,7 +104,6 @@ class Node:
         self.profiles = ProfileUpdater(self.store.update_profile, self.registry.profile_changed)
         self.ticker = Ticker(settings.tick_ms / 1000, self.tick) if not self.passthrough else None
         self.state = "starting"  # -> "ok" -> "draining"
-        self.acks_received = 0
         self.worker_pool: Any = None  # set by the app when pathfinding is available
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -319,21 +318,6 @@ class Node:
             self.live.update(window)
             self.hub.broadcast_positions(window, ts)
 
-    def freshen(self, npc: dict[str, Any]) -> dict[str, Any]:
-        """An NPC map with the latest position and status this replica has seen overlaid."""
-        npc_id = npc["id"]
-        live = self.live.get(npc_id)
-        status = self.recent_status.get(npc_id)
-        if live is None and status is None:
-            return npc
-        out = dict(npc)
-        if live is not None:
-            for key in ("x", "y", "z", "yaw", "pitch", "dim"):
-                out[key] = live[key]
-        if status is not None:
-            out["status"] = status
-        return out
-
     def _on_command_channel(self, msg: dict[str, Any]) -> None:
         if msg.get("k") in ("cmd", "cmd_ok"):
             self.commands.on_bus(msg)
@@ -345,7 +329,6 @@ class Node:
 
     def command_acked(self, npc_id: str, command_id: str | int) -> None:
         """A bot confirmed a command: recorded where every replica can look it up."""
-        self.acks_received += 1
         asyncio.get_running_loop().create_task(self.commands.acked(npc_id, command_id))
 
     # -- writes -------------------------------------------------------------------------------

@@ -42,11 +42,13 @@ class Registry:
         cache: Cache,
         presence: Presence,
         live: Mapping[str, PositionUpdate],
+        recent_status: Mapping[str, str],
     ) -> None:
         self.store = store
         self.cache = cache
         self.presence = presence
         self.live = live
+        self.recent_status = recent_status
 
     # -- cache helpers ------------------------------------------------------------------------
 
@@ -84,18 +86,25 @@ class Registry:
 
     # -- overlay ------------------------------------------------------------------------------
 
-    def _with_live(self, npc: NpcMap, online: bool) -> NpcMap:
+    def freshen(self, npc: NpcMap) -> NpcMap:
+        """The map with the latest position and status this replica has seen overlaid (the
+        store is up to a tick behind, and a cached row up to the warm TTL)."""
+        npc_id = npc["id"]
+        live = self.live.get(npc_id)
+        status = self.recent_status.get(npc_id)
+        if live is None and status is None:
+            return npc
         out = dict(npc)
-        live = self.live.get(out["id"])
         if live is not None:
-            for k in POSITION_KEYS:
-                out[k] = live[k]
-        out["online"] = online
+            for key in POSITION_KEYS:
+                out[key] = live[key]
+        if status is not None:
+            out["status"] = status
         return out
 
     async def _overlay(self, npcs: list[NpcMap]) -> list[NpcMap]:
         online = await self.presence.online([n["id"] for n in npcs])
-        return [self._with_live(n, n["id"] in online) for n in npcs]
+        return [{**self.freshen(n), "online": n["id"] in online} for n in npcs]
 
     # -- reads --------------------------------------------------------------------------------
 

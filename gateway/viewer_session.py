@@ -72,7 +72,7 @@ async def _load_npcs(node: Node) -> list[dict[str, Any]]:
 def _snapshot(node: Node, npcs: list[dict[str, Any]], viewer: ViewerConnection) -> bytes:
     """The encoded snapshot for the viewer's subscription, freshened with what the node has
     seen since the registry was read (call without awaiting between this and offering it)."""
-    fresh = [node.freshen(n) for n in npcs]
+    fresh = [node.registry.freshen(n) for n in npcs]
     if viewer.dim is not None or viewer.area is not None:
         fresh = [n for n in fresh if in_view(n, viewer.dim, viewer.area)]
     return encode({"type": "snapshot", "npcs": fresh}, viewer.encoding)
