@@ -8,12 +8,14 @@ SYSDEPS := $(VENV)/.sysdeps-stamp
 MF_MODULES := scripts/mineflayer/node_modules/.package-lock.json
 PORT ?= 8080
 
-.PHONY: run test bench bench-path bench-cluster lint format demo cluster minecraft-demo clean
+.PHONY: run test test-random lock bench bench-path bench-cluster lint format demo cluster minecraft-demo clean
 
-$(STAMP): pyproject.toml
+# requirements.lock pins every package (make lock rewrites it); a dependency added to
+# pyproject.toml but not yet locked still installs, unpinned, until the next `make lock`.
+$(STAMP): pyproject.toml requirements.lock
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
 $(SYSDEPS): scripts/install-system-deps.sh | $(STAMP)
@@ -31,6 +33,14 @@ run: $(STAMP)
 test: $(STAMP) $(SYSDEPS) $(MF_MODULES)
 	$(BIN)/ruff check gateway tests scripts
 	$(BIN)/python -m pytest -q
+
+## test-random: the same tests in a random order (pytest-randomly; SEED=N repeats an order)
+test-random: $(STAMP) $(SYSDEPS) $(MF_MODULES)
+	$(BIN)/python -m pytest -q -p randomly $(if $(SEED),--randomly-seed=$(SEED),)
+
+## lock: re-resolve pyproject.toml's ranges into requirements.lock (then run make test, commit both)
+lock:
+	PY=$(PY) bash scripts/lock.sh
 
 ## demo: the gateway on embedded defaults with 50 simulated bots; prints the map URL
 demo: $(STAMP)
