@@ -105,13 +105,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from gateway.logs import setup_logging
+    from gateway.store.migrations import MigrationsMissing
 
     setup_logging(settings.log_level, settings.replica_id)
-    if args.command == "migrate":
-        applied = _run(migrate(settings))
-        print(f"migrations applied: {', '.join(applied) if applied else 'none pending'}")  # type: ignore[arg-type]
-        return 0
-    _run(serve(settings, args.host, args.port))
+    try:
+        if args.command == "migrate":
+            applied = _run(migrate(settings))
+            print(f"migrations applied: {', '.join(applied) if applied else 'none pending'}")  # type: ignore[arg-type]
+            return 0
+        _run(serve(settings, args.host, args.port))
+    except MigrationsMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

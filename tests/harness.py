@@ -198,9 +198,18 @@ class Rest:
 class GatewayProcess:
     """`python -m gateway serve` as a real subprocess."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        port: int | None = None,
+        *,
+        command: list[str] | None = None,
+        cwd: Path = REPO,
+    ) -> None:
         self.port = port or free_port()
         self.env = {**os.environ, "GATEWAY_SECRET": SECRET, **env}
+        self.command = command or [sys.executable, "-m", "gateway"]
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -212,11 +221,11 @@ class GatewayProcess:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self, deadline_s: float = 30.0) -> None:
-        cmd = [sys.executable, "-m", "gateway", "serve", "--port", str(self.port)]
+        cmd = [*self.command, "serve", "--port", str(self.port)]
         # Output goes to a file: a pipe nobody reads would block a chatty replica.
         self.log = tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
-            cmd, cwd=REPO, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
+            cmd, cwd=self.cwd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
         )
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:

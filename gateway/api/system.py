@@ -9,11 +9,12 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.errors import ApiError, json_response
+from gateway.datafiles import openapi_path
 from gateway.keys import NODE
 from gateway.node import Node
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
-OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
+OPENAPI = openapi_path()
 
 
 async def health(request: web.Request) -> web.Response:

@@ -4,7 +4,8 @@ Files are named `NNN_description.sql`. `schema/NNN_x.sql` is the PostgreSQL text
 same name in `schema/sqlite/` replaces it for SQLite where the syntax differs. Each file runs in
 its own transaction together with its `schema_migrations` row, so it is applied entirely or not
 at all. On PostgreSQL an advisory lock serialises replicas that migrate at the same time; on
-SQLite `BEGIN IMMEDIATE` does (one writer per file).
+SQLite `BEGIN IMMEDIATE` does (one writer per file). `gateway.datafiles` says where `schema/` is
+(a wheel carries a copy); finding no migration there is an error, never "none pending".
 """
 
 from __future__ import annotations
@@ -15,16 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from gateway.datafiles import schema_dir
+
 if TYPE_CHECKING:
     import asyncpg
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schema"
+SCHEMA_DIR = schema_dir()
 # Any constant works; it only has to be the same in every replica ("AICraft" in ASCII).
 ADVISORY_LOCK_KEY = 0x41494372616674
 
 _NAME = re.compile(r"^(\d+)_[A-Za-z0-9_.-]+\.sql$")
 
 Dialect = Literal["postgres", "sqlite"]
+
+
+class MigrationsMissing(RuntimeError):
+    """No migration files where they should be: a broken install. Running on would answer
+    every database call with "no such table", so callers stop instead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,8 @@ def discover(dialect: Dialect, schema_dir: Path = SCHEMA_DIR) -> list[Migration]
         for path in (schema_dir / "sqlite").glob("*.sql"):
             if _NAME.match(path.name):
                 files[path.name] = path
+    if not files:
+        raise MigrationsMissing(f"no migrations (NNN_name.sql) in {schema_dir}: broken install?")
     ordered = sorted(files, key=lambda n: (int(_NAME.match(n).group(1)), n))  # type: ignore[union-attr]
     return [Migration(Path(n).stem, files[n].read_text(encoding="utf-8")) for n in ordered]
 

@@ -1,0 +1,116 @@
+"""The package as people install it: a wheel built from the sources, installed into a fresh
+venv, run from another directory (no checkout beside it)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.client import BotClient
+from tests.harness import REPO, SECRET, GatewayProcess, Rest, free_port, token
+
+# What a wheel is built from: the files an sdist carries (MANIFEST.in), nothing of the checkout.
+SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "gateway", "schema", "docs")
+
+
+def _run(*cmd: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, f"{cmd} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with the wheel and its locked dependencies; returns its bin/."""
+    root = tmp_path_factory.mktemp("wheel")
+    src = root / "src"
+    src.mkdir()
+    for name in SOURCES:
+        path = REPO / name
+        if path.is_dir():
+            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "_data"))
+        else:
+            shutil.copy2(path, src / name)
+    _run(
+        sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", root / "dist", src, cwd=root
+    )
+    (wheel,) = (root / "dist").glob("aicraft_gateway-*.whl")
+    _run(sys.executable, "-m", "venv", root / "venv", cwd=root)
+    pip = root / "venv" / "bin" / "pip"
+    _run(pip, "install", "-q", "-c", REPO / "requirements.lock", wheel, cwd=root)
+    return root / "venv" / "bin"
+
+
+def _elsewhere(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    env = {
+        "GATEWAY_DATA_DIR": str(tmp_path / "data"),
+        "GATEWAY_SECRET": SECRET,
+        "PATH": "/usr/bin:/bin",
+    }
+    return cwd, env
+
+
+def test_migrate_from_another_directory_creates_the_tables(installed: Path, tmp_path: Path) -> None:
+    cwd, env = _elsewhere(tmp_path)
+    out = _run(installed / "aicraft-gateway", "migrate", cwd=cwd, env=env)
+    assert "001_init" in out
+    again = _run(installed / "aicraft-gateway", "migrate", cwd=cwd, env=env)
+    assert "none pending" in again
+
+
+async def test_serve_from_another_directory_lists_a_connected_bot(
+    installed: Path, tmp_path: Path
+) -> None:
+    cwd, env = _elsewhere(tmp_path)
+    gw = GatewayProcess(env, command=[str(installed / "aicraft-gateway")], cwd=cwd)
+    gw.start()
+    admin = Rest(gw.http, token("admin", "ops"))
+    try:
+        status, spec = await admin.call("GET", "/api/openapi.yaml")
+        assert status == 200 and "openapi:" in spec
+        async with BotClient(gw.ws, token("npc", "miner_1")) as bot:
+            await asyncio.wait_for(bot.wait_connected(), 10)
+            await bot.send_position(1, 64, 2)
+            listed: list[dict] = []
+            for _ in range(100):  # poll with a deadline: the bot registers as it connects
+                status, body = await admin.call("GET", "/api/npcs?online=true")
+                assert status == 200, body
+                listed = [n["id"] for n in body["npcs"]]
+                if "miner_1" in listed:
+                    break
+                await asyncio.sleep(0.1)
+            assert "miner_1" in listed
+    finally:
+        await admin.close()
+        code, output = gw.terminate()
+    assert code == 0, output
+    assert "no such table" not in output
+
+
+def test_a_broken_install_without_migrations_fails_loudly(installed: Path, tmp_path: Path) -> None:
+    # A copy of the installed venv with its bundled migrations removed.
+    venv = tmp_path / "venv"
+    shutil.copytree(installed.parent, venv, symlinks=True)
+    (bundled,) = venv.glob("lib/python*/site-packages/gateway/_data/schema")
+    shutil.rmtree(bundled)
+    cwd, env = _elsewhere(tmp_path)
+    for args in (["migrate"], ["serve", "--port", str(free_port())]):
+        done = subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "gateway", *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert "no migrations" in done.stderr, done.stderr
