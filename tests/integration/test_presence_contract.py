@@ -102,12 +102,13 @@ async def test_claim_expires_without_refresh(redis_url: str) -> None:
     presence = RedisPresence(redis_url, ttl_s=0.2)
     try:
         await presence.claim("n1", "A")
-        await presence.claim("n2", "A")
+        await presence.claim("n2", "A")  # a moment later: it expires a moment later too
 
-        async def gone() -> bool:
-            return await presence.holder("n1") is None
+        async def both_gone() -> bool:
+            return await presence.holder("n1") is None and await presence.holder("n2") is None
 
-        await until(gone, "the unrefreshed claim to expire")
+        # Waiting for n1 alone and then asserting n2 gone raced n2's own, later deadline.
+        await until(both_gone, "the unrefreshed claims to expire")
         assert await presence.online(["n1", "n2"]) == set()
         assert await presence.online() == set()
     finally:
