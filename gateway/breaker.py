@@ -1,8 +1,11 @@
 """Circuit breakers for the gateway's dependencies (contract §3.5 `unavailable`, §5).
 
 CLOSED → OPEN after `failure_threshold` consecutive failures; OPEN rejects at once for
-`reset_timeout` seconds; then HALF_OPEN lets trial calls through and closes after
-`success_threshold` consecutive successes, while any failure there reopens it.
+`reset_timeout` seconds; then HALF_OPEN lets one trial call through at a time (a dependency
+that is just coming back is not hit by every waiting caller at once) and closes after
+`success_threshold` consecutive successes, while any failure there reopens it. A trial whose
+outcome is never reported frees its slot after the call timeout, so a lost caller cannot wedge
+the breaker half-open.
 
 `BreakerState` is the pure state machine: every method takes `now` (seconds on a monotonic
 clock) and nothing here sleeps or does I/O. `CircuitBreaker` adds the clock, the per-call
@@ -84,6 +87,7 @@ class BreakerState:
         self.opened_at: float | None = None
         self.failure_count = 0  # consecutive failures since the last success
         self.half_open_successes = 0
+        self.trial_until: float | None = None  # HALF_OPEN: a trial is out until this time
         self.total_calls = 0
         self.successes = 0
         self.failures = 0
@@ -102,20 +106,44 @@ class BreakerState:
         return self._state
 
     def allow(self, now: float) -> bool:
-        """May a call go through now? A refusal is counted in `rejected`."""
-        if self.state(now) is BreakerStatus.OPEN:
+        """May a call go through now? A refusal is counted in `rejected`. In HALF_OPEN the
+        caller that gets True holds the one trial slot until it reports an outcome (or
+        `release`s it)."""
+        state = self.state(now)
+        if state is BreakerStatus.HALF_OPEN:
+            if self.trial_until is not None and now < self.trial_until:
+                self.rejected += 1
+                return False
+            self.trial_until = now + self._trial_lease()
+            return True
+        if state is BreakerStatus.OPEN:
             self.rejected += 1
             return False
         return True
 
+    def release(self, now: float) -> None:
+        """The call holding the trial slot ended without an outcome (it was cancelled)."""
+        self.trial_until = None
+
     def retry_after(self, now: float) -> float:
-        """Seconds until an OPEN breaker lets trial calls through (0 when not OPEN)."""
-        if self.state(now) is not BreakerStatus.OPEN or self.opened_at is None:
+        """Seconds until a call may be let through: the rest of the open period, or of the
+        trial in flight while HALF_OPEN (0 when a call would go through now)."""
+        state = self.state(now)
+        if state is BreakerStatus.HALF_OPEN and self.trial_until is not None:
+            return max(0.0, self.trial_until - now)
+        if state is not BreakerStatus.OPEN or self.opened_at is None:
             return 0.0
         return max(0.0, self.opened_at + self.config.reset_timeout - now)
 
+    def _trial_lease(self) -> float:
+        # The per-call timeout bounds a trial; without one, the open period does.
+        if self.config.timeout is not None:
+            return self.config.timeout
+        return max(self.config.reset_timeout, 1.0)
+
     def record_success(self, now: float) -> None:
         state = self.state(now)
+        self.trial_until = None
         self._count(True)
         self.failure_count = 0
         if state is BreakerStatus.HALF_OPEN:
@@ -127,6 +155,7 @@ class BreakerState:
 
     def record_failure(self, now: float) -> None:
         state = self.state(now)
+        self.trial_until = None
         self._count(False)
         self.failure_count += 1
         if state is BreakerStatus.CLOSED and self.failure_count >= self.config.failure_threshold:
@@ -154,6 +183,7 @@ class BreakerState:
         self._state = to
         self.changed_at = now
         self.half_open_successes = 0
+        self.trial_until = None
         self.opened_at = now if to is BreakerStatus.OPEN else None
 
 
@@ -191,12 +221,15 @@ class CircuitBreaker:
     def record_failure(self) -> None:
         self._core.record_failure(self._clock())
 
+    def release(self) -> None:
+        self._core.release(self._clock())
+
     async def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn` through the breaker.
 
-        Raises CircuitOpen at once while OPEN, TimeoutError after `config.timeout` (counted as a
-        failure), or whatever `fn` raised (counted as a failure). Cancellation from outside is
-        neither a success nor a failure.
+        Raises CircuitOpen at once while OPEN (or HALF_OPEN with its trial out), TimeoutError
+        after `config.timeout` (counted as a failure), or whatever `fn` raised (counted as a
+        failure). Cancellation from outside is neither a success nor a failure.
         """
         if not self.allow():
             raise CircuitOpen(self.name, self.retry_after())
@@ -205,6 +238,9 @@ class CircuitBreaker:
                 result = await fn(*args, **kwargs)
         except Exception:
             self.record_failure()
+            raise
+        except BaseException:
+            self.release()
             raise
         self.record_success()
         return result

@@ -51,6 +51,9 @@ class GuardedStore:
             except Exception:
                 breaker.record_success()  # the database answered; the input was bad
                 raise
+            except BaseException:
+                breaker.release()  # cancelled: no outcome, but free a trial slot
+                raise
             breaker.record_success()
             return result
 
@@ -88,6 +91,9 @@ class GuardedPresence:
             breaker.record_failure()
             log.warning("presence %s failed: %s", method, exc)
             return False, None
+        except BaseException:
+            breaker.release()
+            raise
         breaker.record_success()
         return True, result
 

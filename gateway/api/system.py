@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.errors import ApiError, json_response
+from gateway.breaker import BreakerStatus
 from gateway.datafiles import openapi_path
 from gateway.keys import NODE
 from gateway.node import Node
@@ -18,9 +19,13 @@ OPENAPI = openapi_path()
 
 
 async def health(request: web.Request) -> web.Response:
+    """200 while this replica serves; `degraded` names the breakers not CLOSED. An open breaker
+    keeps 200: every replica shares the dependency, so failing over to another helps no one."""
     node = request.app[NODE]
+    degraded = [b.name for b in node.breakers if b.state is not BreakerStatus.CLOSED]
     return json_response(
-        {"status": node.state, "replica": node.replica}, 200 if node.state == "ok" else 503
+        {"status": node.state, "replica": node.replica, "degraded": sorted(degraded)},
+        200 if node.state == "ok" else 503,
     )
 
 

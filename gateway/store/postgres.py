@@ -43,6 +43,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,  # terminated by a fast shutdown
     asyncpg.CrashShutdownError,
+    # A pooled connection whose server vanished mid-protocol ("cannot switch to state …;
+    # another operation is in progress"): the call may be retried on a fresh connection.
+    asyncpg.InternalClientError,
 )
 
 # Positions go by COPY into a per-connection temp table, then ONE UPDATE joins it, in one

@@ -353,3 +353,23 @@ async def test_api_502_on_wrong_password(
     status, body = await post({"command": "echo x"})
     assert status == 502
     assert "password" in body["error"]["message"]
+
+
+async def test_half_open_sends_one_trial_command_at_a_time(
+    rcon: RconTestServer, make_bridge: BridgeFactory
+) -> None:
+    bridge = make_bridge(rcon.url(), BreakerConfig(reset_timeout=0.3))
+    await rcon.stop()
+    await fail_n(bridge, 5)
+    await rcon.start()
+    await poll_until(lambda: bridge.breaker.state is BreakerStatus.HALF_OPEN)
+    sent_before = len(rcon.commands)
+
+    results = await asyncio.gather(
+        *(bridge.command(f"echo {i}") for i in range(5)), return_exceptions=True
+    )
+    answered = [r for r in results if isinstance(r, str)]
+    refused = [r for r in results if isinstance(r, CircuitOpen)]
+    assert (len(answered), len(refused)) == (1, 4), results
+    assert len(rcon.commands) - sent_before == 1  # only the trial reached the server
+    assert bridge.breaker.state is BreakerStatus.HALF_OPEN

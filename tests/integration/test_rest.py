@@ -224,7 +224,10 @@ async def test_prometheus_text_parses(gw: RunningGateway, admin: Rest) -> None:
 
 
 async def test_health_and_unknown_routes(gw: RunningGateway, admin: Rest) -> None:
-    assert await admin.call("GET", "/api/health") == (200, {"status": "ok", "replica": "r1"})
+    assert await admin.call("GET", "/api/health") == (
+        200,
+        {"status": "ok", "replica": "r1", "degraded": []},
+    )
     status, err = await admin.call("GET", "/api/nothing")
     assert status == 404 and err["error"]["code"] == "not_found"
 

@@ -280,3 +280,47 @@ def test_registry_names_stats_and_reuse() -> None:
     custom = registry.get("other", BreakerConfig(failure_threshold=1))
     custom.record_failure()
     assert custom.state is OPEN
+
+
+def test_half_open_lets_one_trial_through_at_a_time() -> None:
+    breaker, clock = make()
+    trip(breaker)
+    clock.advance(60)
+    assert breaker.allow()  # the trial
+    assert not breaker.allow()  # a second caller while the trial is out
+    assert breaker.stats()["rejected"] == 1
+    breaker.record_success()
+    assert breaker.state is HALF_OPEN
+    assert breaker.allow()  # the next trial, now that the first came back
+    breaker.record_success()
+    assert breaker.state is CLOSED
+    assert breaker.allow() and breaker.allow()  # CLOSED: no limit
+
+
+def test_a_lost_trial_frees_its_slot_after_the_call_timeout() -> None:
+    breaker, clock = make(BreakerConfig(timeout=5.0))
+    trip(breaker)
+    clock.advance(60)
+    assert breaker.allow()
+    assert not breaker.allow()
+    clock.advance(5.0)  # whoever took the trial never reported back
+    assert breaker.allow()
+
+
+async def test_cancelled_trial_frees_the_slot() -> None:
+    breaker, clock = make()
+    trip(breaker)
+    clock.advance(60)
+    started = asyncio.Event()
+
+    async def wait_forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(breaker.call(wait_forever))
+    await started.wait()
+    assert not breaker.allow()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert breaker.allow()
