@@ -94,7 +94,7 @@ class BotSession:
     def ping(self) -> None:
         """Ask a quiet bot for a sign of life (its pong lands in `on_frame`)."""
         if not self.ws.closed:
-            asyncio.get_running_loop().create_task(self._ping())
+            self.node.tasks.spawn(self._ping(), "ping-bot")
 
     async def _ping(self) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
@@ -113,7 +113,7 @@ class BotSession:
 
     def _start_writer(self) -> None:
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_loop(), name="bot-writer")
+            self._writer = self.node.tasks.spawn(self._write_loop(), "bot-writer")
 
     async def close(self, code: int, message: str) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
@@ -246,7 +246,7 @@ class BotSession:
         from gateway.workers import run_mining_plan, run_path
 
         runner = run_path if kind == "path" else run_mining_plan
-        job = asyncio.create_task(self._job(runner, pool, ref, msg))
+        job = self.node.tasks.spawn(self._job(runner, pool, ref, msg), kind)
         if self._jobs is None:
             self._jobs = set()
         self._jobs.add(job)
@@ -265,8 +265,8 @@ class BotSession:
                 # Close once; the receive loop keeps draining (and dropping) input meanwhile,
                 # so the socket is not reset with unread data and the close frame arrives.
                 self._closing = True
-                asyncio.get_running_loop().create_task(
-                    self.close(CloseCode.POLICY, "persistent flooding")
+                self.node.tasks.spawn(
+                    self.close(CloseCode.POLICY, "persistent flooding"), "close-flooder"
                 )
         elif verdict == "reject":
             self.send_message(RATE_LIMITED)

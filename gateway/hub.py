@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from gateway.protocol import Area, CloseCode, Encoding, encode, in_view
+from gateway.task_owner import TaskOwner
 from gateway.telemetry import Telemetry
 from gateway.types import PositionUpdate
 from gateway.viewer import ViewerConnection
@@ -33,8 +34,14 @@ class BotLink(Protocol):
 
 
 class Hub:
-    def __init__(self, stall_timeout_s: float = 10.0, telemetry: Telemetry | None = None) -> None:
+    def __init__(
+        self,
+        stall_timeout_s: float = 10.0,
+        telemetry: Telemetry | None = None,
+        tasks: TaskOwner | None = None,
+    ) -> None:
         self.telemetry = telemetry or Telemetry()
+        self.tasks = tasks or TaskOwner("hub")  # the closes it starts
         self.bots: dict[str, BotLink] = {}
         self.viewers: set[ViewerConnection] = set()
         self.stall_timeout_s = stall_timeout_s
@@ -120,7 +127,7 @@ class Hub:
         self.viewers_closed_slow += 1
         self.telemetry.viewers_closed_slow.inc()
         log.info("closing slow viewer: %s", why)
-        asyncio.get_running_loop().create_task(viewer.close(CloseCode.POLICY, why))
+        self.tasks.spawn(viewer.close(CloseCode.POLICY, why), "close-slow-viewer")
 
     def close_stalled(self, now: float | None = None) -> int:
         """Close viewers whose current send has made no progress for the stall timeout."""
@@ -138,8 +145,8 @@ class Hub:
             quiet = now - bot.last_seen
             if quiet >= 2 * idle_s:
                 dead += 1
-                asyncio.get_running_loop().create_task(
-                    bot.close(CloseCode.GOING_AWAY, "no sign of life")
+                self.tasks.spawn(
+                    bot.close(CloseCode.GOING_AWAY, "no sign of life"), "close-dead-bot"
                 )
             elif quiet >= idle_s:
                 bot.ping()

@@ -35,6 +35,7 @@ from gateway.presence import Presence
 from gateway.protocol import CloseCode
 from gateway.registry import Registry
 from gateway.store import Store
+from gateway.task_owner import TaskOwner
 from gateway.telemetry import Telemetry
 from gateway.ticker import Ticker
 from gateway.types import MetricRow, PositionUpdate
@@ -75,7 +76,10 @@ class Node:
         for name in BREAKER_NAMES:
             self.breakers.get(name)
         self.telemetry = Telemetry()
-        self.hub = Hub(settings.viewer_stall_s, self.telemetry)
+        # Every background task of this replica (closes, acks, jobs): failures are logged,
+        # shutdown awaits them.
+        self.tasks = TaskOwner("node")
+        self.hub = Hub(settings.viewer_stall_s, self.telemetry, self.tasks)
         self._window_started: float | None = None  # monotonic time of the window's first update
         self.store = GuardedStore(store, self.breakers[DATABASE_BREAKER])
         self.bus = bus
@@ -150,6 +154,7 @@ class Node:
                 log.error("shutdown: %d items could not be written", writer.pending)
 
     async def close(self) -> None:
+        await self.tasks.close(deadline_s=5.0)
         self._heartbeat.cancel()
         await asyncio.gather(self._heartbeat, return_exceptions=True)
         await self.bus.close()
@@ -277,7 +282,7 @@ class Node:
             self.hub.broadcast_message({"type": "left", "id": npc}, about)
 
     def _spawn_close(self, bot: Any, code: int, why: str) -> None:
-        asyncio.get_running_loop().create_task(bot.close(code, why))
+        self.tasks.spawn(bot.close(code, why), "close-bot")
 
     # -- the bus ------------------------------------------------------------------------------
 
@@ -329,7 +334,7 @@ class Node:
 
     def command_acked(self, npc_id: str, command_id: str | int) -> None:
         """A bot confirmed a command: recorded where every replica can look it up."""
-        asyncio.get_running_loop().create_task(self.commands.acked(npc_id, command_id))
+        self.tasks.spawn(self.commands.acked(npc_id, command_id), "record-ack")
 
     # -- writes -------------------------------------------------------------------------------
 
