@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from gateway import PROTOCOL_VERSION
+from gateway.auth import Claims
 from gateway.direct_ws import DIRECT_DISPATCH, DirectWebSocketResponse, write_now
 from gateway.keys import CLAIMS, NODE
 from gateway.node import Node, now_ms
@@ -24,6 +25,7 @@ from gateway.protocol import (
     encode,
     message_type,
     parse_ack,
+    parse_auth,
     parse_event,
     parse_metric,
     parse_position,
@@ -32,6 +34,7 @@ from gateway.protocol import (
 from gateway.ratelimit import FloodGuard
 from gateway.sessions import RATE_LIMITED, WEBSOCKET_OPTIONS, encoding_of, expects
 from gateway.store import StoreUnavailable
+from gateway.token_deadline import TokenDeadline
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ class BotSession:
         "_outbox",
         "_writer",
         "announce_left",
+        "deadline",
         "encoding",
         "flood",
         "last_seen",
@@ -59,9 +63,10 @@ class BotSession:
         "ws",
     )
 
-    def __init__(self, node: Node, npc_id: str) -> None:
+    def __init__(self, node: Node, npc_id: str, claims: Claims) -> None:
         self.node = node
         self.npc_id = npc_id
+        self.deadline = TokenDeadline(claims, self._expired)  # armed once the session runs
         # Data frames arrive through `on_frame` from the parser itself (see direct_ws).
         self.ws: web.WebSocketResponse = (
             DirectWebSocketResponse(self.on_frame, **WEBSOCKET_OPTIONS)
@@ -129,6 +134,7 @@ class BotSession:
 
     async def run(self) -> None:
         node = self.node
+        self.deadline.arm()
         self.encoding = encoding_of(self.ws)
         self.opcode = WSMsgType.TEXT if self.encoding is Encoding.JSON else WSMsgType.BINARY
         # `welcome` is queued before anything else can be (a command, an error).
@@ -161,8 +167,16 @@ class BotSession:
         finally:
             await self._finish()
 
+    def _expired(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self.node.tasks.spawn(
+                self.close(CloseCode.TOKEN_EXPIRED, "token expired"), "close-expired"
+            )
+
     async def _finish(self) -> None:
         node = self.node
+        self.deadline.cancel()
         for job in self._jobs or ():
             job.cancel()
         canceller = getattr(node, "worker_pool", None)
@@ -238,6 +252,12 @@ class BotSession:
             node.command_acked(npc, parse_ack(msg, ref))
         elif kind in ("path", "mining_plan"):
             self._start_job(kind, ref, msg)
+        elif kind == "auth":
+            exp = self.deadline.refresh(node.settings.secret, parse_auth(msg, ref), ref)
+            reply: dict[str, Any] = {"type": "auth_ok", "exp": exp}
+            if ref is not None:
+                reply["ref"] = ref
+            self.send_message(reply)
 
     def _start_job(self, kind: str, ref: Any, msg: dict[str, Any]) -> None:
         pool = getattr(self.node, "worker_pool", None)
@@ -281,7 +301,7 @@ async def npc_endpoint(request: web.Request) -> web.StreamResponse:
         await node.registry.ensure(claims.sub)
     except StoreUnavailable:
         log.warning("store unavailable: %s connects unregistered", claims.sub)
-    session = BotSession(node, claims.sub)
+    session = BotSession(node, claims.sub, claims)
     await session.ws.prepare(request)
     await session.run()
     return session.ws

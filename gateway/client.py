@@ -5,6 +5,12 @@ jittered exponential backoff (capped). They stop for good on `close()`, when the
 the token (HTTP 401/403), or when it closes with a code that means "stop": 4404 (the NPC was
 deleted) and 4409 (replaced by a newer connection for the same NPC). `close_code` tells why.
 
+`token` is a string or a *provider*: a callable (sync or async) returning a fresh token. With
+a provider the client asks it for a token before every connect and again when a fifth of the
+current token's lifetime is left, and refreshes the open connection in place (`auth`), so a
+fleet runs for weeks without a restart (contract §6.1). A plain string expires with its `exp`:
+the gateway closes the socket (4401) and the reconnect is refused (401), which stops the client.
+
     async with BotClient(url, token, on_command=handle) as bot:
         await bot.send_position(10, 64, -3)
         rtt = await bot.ping()
@@ -31,6 +37,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Self, TypeVar
 
+import jwt
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
@@ -41,7 +48,11 @@ log = logging.getLogger(__name__)
 
 Message = dict[str, Any]
 Handler = Callable[[Message], Awaitable[None] | None]
+TokenProvider = Callable[[], str | Awaitable[str]]
 T = TypeVar("T")
+
+REFRESH_AT = 0.2  # refresh when this fraction of a token's remaining lifetime is left
+REFRESH_RETRY_S = 5.0  # at most this long between attempts after a refresh failed
 
 # Close codes after which reconnecting would only fight the server.
 STOP_CODES = frozenset({CloseCode.DELETED, CloseCode.REPLACED})
@@ -60,6 +71,20 @@ class NotConnected(ConnectionError):
     """A request that needs an answer was made while (or the link dropped while) disconnected."""
 
 
+def token_exp(token: str) -> int | None:
+    """The `exp` claim of a JWT, read without verifying it (the gateway verifies)."""
+    try:
+        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+    except jwt.InvalidTokenError:
+        return None
+    return int(exp) if isinstance(exp, int | float) else None
+
+
+def refresh_delay(exp: float, now: float) -> float:
+    """Seconds from `now` until a token expiring at `exp` should be replaced."""
+    return max(0.0, (exp - now) * (1 - REFRESH_AT))
+
+
 def _encoding(value: str | Encoding) -> Encoding:
     if isinstance(value, Encoding):
         return value
@@ -75,7 +100,7 @@ class _Client:
     def __init__(
         self,
         url: str,
-        token: str,
+        token: str | TokenProvider,
         *,
         encoding: str | Encoding = "json",
         on_message: Handler | None = None,
@@ -86,7 +111,9 @@ class _Client:
         base = url.rstrip("/")
         # Accept either the server root or the full endpoint URL.
         self.url = base if base.endswith(self.path) else base + self.path
-        self.token = token
+        self._provider: TokenProvider | None = None if isinstance(token, str) else token
+        self.token = token if isinstance(token, str) else ""
+        self.refreshes = 0  # tokens replaced in place (`auth_ok`)
         self.encoding = _encoding(encoding)
         self.on_message = on_message
         self.backoff_initial = backoff_initial
@@ -188,9 +215,11 @@ class _Client:
                     await self._connect_once()
                     attempt = 0  # the link was up: start the backoff over
                 except InvalidStatus as exc:
-                    if exc.response.status_code in (401, 403):
+                    status = exc.response.status_code
+                    if status == 403 or (status == 401 and self._provider is None):
                         self.error = exc  # a bad token stays bad: retrying cannot help
                         return
+                    # With a provider the next attempt asks it for a fresh token.
                     log.info("gateway refused the connection: %s", exc)
                 except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
                     log.info("gateway connection failed: %r", exc)
@@ -209,7 +238,41 @@ class _Client:
             self._stopped.set()
             self._fail_pending(NotConnected("client stopped"))
 
+    async def _fresh_token(self) -> str:
+        """A token from the provider (or the fixed one)."""
+        if self._provider is None:
+            return self.token
+        result = self._provider()
+        token = await result if inspect.isawaitable(result) else result
+        if not isinstance(token, str) or not token:
+            raise ValueError("the token provider must return a non-empty string")
+        return token
+
+    async def _refresh_loop(self) -> None:
+        """Replace the connection's token before it expires (only with a provider)."""
+        while True:
+            exp = token_exp(self.token)
+            if exp is None:
+                return
+            await asyncio.sleep(refresh_delay(exp, time.time()))
+            try:
+                token = await self._fresh_token()
+                new_exp = token_exp(token)
+                if new_exp is None or new_exp <= exp:
+                    raise ValueError("the provider returned no later token")
+                await self.request({"type": "auth", "token": token})
+            except NotConnected:
+                return
+            except Exception as exc:  # the provider or the gateway said no: try again soon
+                log.warning("token refresh failed: %r", exc)
+                await asyncio.sleep(min(REFRESH_RETRY_S, max(0.1, (exp - time.time()) / 4)))
+                continue
+            self.token = token
+            self.refreshes += 1
+
     async def _connect_once(self) -> None:
+        if self._provider is not None:
+            self.token = await self._fresh_token()
         async with connect(
             self.url,
             additional_headers={"Authorization": f"Bearer {self.token}"},
@@ -228,11 +291,14 @@ class _Client:
             if not first:
                 self.reconnects += 1
             self._ws = ws
+            refresher: asyncio.Task[None] | None = None
             try:
                 self._dispatch(welcome)
                 await self._on_connect(ws)
                 self._connected.set()
                 self._disconnected.clear()
+                if self._provider is not None:
+                    refresher = asyncio.create_task(self._refresh_loop(), name="token-refresh")
                 while True:
                     msg = self._decode(await ws.recv(decode=False))
                     if msg is not None:
@@ -240,6 +306,9 @@ class _Client:
             except ConnectionClosed:
                 pass
             finally:
+                if refresher is not None:
+                    refresher.cancel()
+                    await asyncio.gather(refresher, return_exceptions=True)
                 self._ws = None
                 self._connected.clear()
                 self._disconnected.set()
@@ -260,7 +329,7 @@ class _Client:
     def _dispatch(self, msg: Message) -> None:
         kind = msg.get("type")
         ref = msg.get("ref")
-        if ref is not None and kind in ("pong", "path_result", "error"):
+        if ref is not None and kind in ("pong", "path_result", "auth_ok", "error"):
             future = self._pending.pop(ref, None)
             if future is not None and not future.done():
                 if kind == "error":
@@ -354,7 +423,7 @@ class BotClient(_Client):
     def __init__(
         self,
         url: str,
-        token: str,
+        token: str | TokenProvider,
         *,
         encoding: str | Encoding = "json",
         on_command: Handler | None = None,
@@ -482,7 +551,7 @@ class ViewerClient(_Client):
     def __init__(
         self,
         url: str,
-        token: str,
+        token: str | TokenProvider,
         *,
         encoding: str | Encoding = "json",
         on_message: Handler | None = None,

@@ -22,6 +22,7 @@ MAX_COORD = 30_000_000
 MIN_Y, MAX_Y = -2048, 2048
 MAX_NAME = 64
 MAX_DIM = 64
+MAX_TOKEN = 4096  # characters of a refresh token (a JWT is a few hundred)
 DEFAULT_DIM = "overworld"
 MAX_TS_MS = 2**53  # exact in every encoding and in a float; far past any real clock
 
@@ -46,12 +47,14 @@ class ErrorCode(StrEnum):
     BUSY = "busy"
     TIMEOUT = "timeout"
     UNAVAILABLE = "unavailable"
+    UNAUTHORIZED = "unauthorized"  # §6.1: a refresh token that is not acceptable
 
 
 class CloseCode(IntEnum):
     GOING_AWAY = 1001
     POLICY = 1008
     TOO_BIG = 1009
+    TOKEN_EXPIRED = 4401  # §6.1: the connection's token reached its `exp`
     DELETED = 4404
     REPLACED = 4409
 
@@ -239,8 +242,18 @@ def parse_ack(msg: dict[str, Any], ref: Any) -> str | int:
     raise ProtocolError(ErrorCode.BAD_MESSAGE, "id must be a command id", ref)
 
 
-BOT_TYPES = frozenset({"pos", "status", "metric", "event", "path", "mining_plan", "ping", "ack"})
-VIEWER_TYPES = frozenset({"subscribe", "ping"})
+def parse_auth(msg: dict[str, Any], ref: Any) -> str:
+    """The token of an `auth` (refresh in place, §6.1)."""
+    tok = msg.get("token")
+    if type(tok) is str and 0 < len(tok) <= MAX_TOKEN:
+        return tok
+    raise ProtocolError(ErrorCode.BAD_MESSAGE, "token must be a non-empty string", ref)
+
+
+BOT_TYPES = frozenset(
+    {"pos", "status", "metric", "event", "path", "mining_plan", "ping", "ack", "auth"}
+)
+VIEWER_TYPES = frozenset({"subscribe", "ping", "auth"})
 
 
 def message_type(msg: dict[str, Any], allowed: frozenset[str]) -> tuple[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from gateway import PROTOCOL_VERSION
-from gateway.keys import NODE
+from gateway.keys import CLAIMS, NODE
 from gateway.node import Node
 from gateway.protocol import (
     VIEWER_TYPES,
@@ -20,11 +20,13 @@ from gateway.protocol import (
     encode,
     in_view,
     message_type,
+    parse_auth,
     parse_subscribe,
 )
 from gateway.ratelimit import FloodGuard
 from gateway.sessions import RATE_LIMITED, encoding_of, expects, websocket
 from gateway.store import StoreUnavailable
+from gateway.token_deadline import TokenDeadline
 from gateway.viewer import ViewerConnection
 
 VIEWER_RATE_PER_S, VIEWER_BURST = 10.0, 20  # viewers only subscribe and ping
@@ -40,6 +42,13 @@ async def viewer_endpoint(request: web.Request) -> web.StreamResponse:
     viewer = ViewerConnection(
         ws, encoding, request.transport, node.telemetry, resync=partial(_resync, node)
     )
+    deadline = TokenDeadline(
+        request[CLAIMS],
+        lambda: node.tasks.spawn(
+            viewer.close(CloseCode.TOKEN_EXPIRED, "token expired"), "close-expired"
+        ),
+    )
+    deadline.arm()
     npcs = await _load_npcs(node)
     # From here to start() nothing awaits: the snapshot is exactly the state before the first
     # frame the viewer is offered, and welcome and snapshot are its first two messages.
@@ -54,8 +63,9 @@ async def viewer_endpoint(request: web.Request) -> web.StreamResponse:
     viewer.offer_message(_snapshot(node, npcs, viewer))
     viewer.start()
     try:
-        await _viewer_receive_loop(node, viewer)
+        await _viewer_receive_loop(node, viewer, deadline)
     finally:
+        deadline.cancel()
         node.hub.remove_viewer(viewer)
         await viewer.close(CloseCode.GOING_AWAY, "bye")
     return ws
@@ -85,7 +95,9 @@ async def _resync(node: Node, viewer: ViewerConnection) -> None:
     viewer.offer_message(_snapshot(node, npcs, viewer))
 
 
-async def _viewer_receive_loop(node: Node, viewer: ViewerConnection) -> None:
+async def _viewer_receive_loop(
+    node: Node, viewer: ViewerConnection, deadline: TokenDeadline
+) -> None:
     ws, encoding = viewer.ws, viewer.encoding
     flood = FloodGuard(VIEWER_RATE_PER_S, VIEWER_BURST, time.monotonic())
     async for frame in ws:
@@ -108,6 +120,12 @@ async def _viewer_receive_loop(node: Node, viewer: ViewerConnection) -> None:
             kind, ref = message_type(msg, VIEWER_TYPES)
             if kind == "ping":
                 reply: dict[str, Any] = {"type": "pong"}
+                if ref is not None:
+                    reply["ref"] = ref
+                viewer.offer_message(encode(reply, encoding))
+            elif kind == "auth":
+                exp = deadline.refresh(node.settings.secret, parse_auth(msg, ref), ref)
+                reply = {"type": "auth_ok", "exp": exp}
                 if ref is not None:
                     reply["ref"] = ref
                 viewer.offer_message(encode(reply, encoding))

@@ -30,7 +30,7 @@ const { promisify } = require('util')
 const mineflayer = require('mineflayer')
 const { pathfinder } = require('mineflayer-pathfinder')
 const jwt = require('jsonwebtoken')
-const { attachGateway } = require('./gateway-bridge')
+const { attachGateway, tokenExp } = require('./gateway-bridge')
 
 const execAsync = promisify(exec)
 
@@ -108,17 +108,20 @@ function tokenSource (opts, npc) {
     ? opts.tokenCmd.split('{npc}').join(npc)
     : `${opts.tokenCmd} ${npc}`
   let cached = null
-  let mintedAt = 0
+  let reuseUntil = 0
   let pending = null
   return () => {
-    // The command is slow (a Python start-up): reuse its token for an hour. Run it without
-    // blocking, so the other bots keep playing meanwhile.
-    if (cached && Date.now() - mintedAt < 3600e3) return cached
+    // The command is slow (a Python start-up): reuse its token while over half of its
+    // lifetime is left (the bridge refreshes when a fifth is left, so it always gets a newer
+    // one). Run it without blocking, so the other bots keep playing meanwhile.
+    if (cached && Date.now() < reuseUntil) return cached
     if (!pending) {
       pending = execAsync(cmd, { encoding: 'utf8' })
         .then(({ stdout }) => {
           cached = stdout.trim()
-          mintedAt = Date.now()
+          const exp = tokenExp(cached)
+          const now = Date.now()
+          reuseUntil = exp === null ? now : now + (exp * 1000 - now) / 2
           return cached
         })
         .finally(() => { pending = null })

@@ -19,7 +19,12 @@
  *   (degrees, contract convention). Every command is acked at once.
  * - the gateway link reconnects by itself with jittered exponential backoff; the bot keeps
  *   playing meanwhile (tasks continue, events are queued, state is re-sent on reconnect). It
- *   gives up only on 401/403 (bad token), 4404 (NPC deleted) and 4409 (replaced).
+ *   gives up only on 403 (wrong role), 401 with a fixed token string, 4404 (NPC deleted) and
+ *   4409 (replaced).
+ * - tokens over time (contract §6.1): with a token *function* (a provider) the link asks it for
+ *   a token before every connect, and again when a fifth of the current token's lifetime is
+ *   left, sending it as `auth` so the socket never reaches its `exp` (4401). A 401 then means
+ *   the provider gave a bad token, which may be fixed next time: the link keeps retrying.
  */
 
 const { EventEmitter } = require('events')
@@ -36,6 +41,20 @@ const FIGHT_WINDOW_MS = 3000 // an attack keeps the status "fighting" this long
 const STEP_TICKS = 60 // gateway-planned walking: ticks (3 s) allowed per cell before "stuck"
 const PATH_REPLY_MS = 15000 // a path request without answer after this fails the task
 const MAX_BITSET_CELLS = 260000 // ~32 KiB of bits, ~44 KiB base64: under the 64 KiB frame cap
+const REFRESH_AT = 0.2 // refresh when this fraction of a token's remaining lifetime is left
+const REFRESH_RETRY_MS = 5000 // at most this long between attempts after a refresh failed
+const AUTH_REF = 'auth'
+
+/** A JWT's `exp` (epoch seconds), read without verifying it (the gateway verifies), or null. */
+function tokenExp (token) {
+  try {
+    const part = String(token).split('.')[1]
+    const exp = JSON.parse(Buffer.from(part, 'base64url').toString('utf8')).exp
+    return Number.isFinite(exp) ? exp : null
+  } catch (_) {
+    return null
+  }
+}
 
 // ---- units ----------------------------------------------------------------------------------
 
@@ -188,6 +207,10 @@ class GatewayLink extends EventEmitter {
     this.pathWaiters = new Map() // ref -> {resolve, reject, timer}
     this.pathSeq = 0
     this.dead = bot.isAlive === false
+    this.token = null // the token the current socket runs on
+    this.nextToken = null // sent in an `auth`, not yet confirmed
+    this.refreshTimer = null
+    this.refreshes = 0 // tokens replaced in place (`auth_ok`)
 
     this._listeners = []
     this._hookBot()
@@ -202,6 +225,7 @@ class GatewayLink extends EventEmitter {
     clearTimeout(this.reconnectTimer)
     clearTimeout(this.posTimer)
     clearInterval(this.heartbeat)
+    clearTimeout(this.refreshTimer)
     for (const [event, fn] of this._listeners) this.bot.removeListener(event, fn)
     this._listeners = []
     if (this.task) this.task.cancel('closed')
@@ -246,6 +270,7 @@ class GatewayLink extends EventEmitter {
       return this._scheduleReconnect()
     }
     if (this.closed) return
+    this.token = token
     const ws = new WebSocket(this.url, [PROTOCOL], {
       headers: { Authorization: `Bearer ${token}` },
       perMessageDeflate: false,
@@ -253,10 +278,12 @@ class GatewayLink extends EventEmitter {
     })
     this.ws = ws
     ws.on('unexpected-response', (req, res) => {
-      // 401/403: the token is wrong for good; anything else (503 while starting): retry
+      // 403, or 401 for a fixed token: wrong for good. 401 with a provider (its next token
+      // may be good) and anything else (503 while starting): retry.
       const code = res.statusCode
       this.log(`gateway answered HTTP ${code}`)
-      if (code === 401 || code === 403) {
+      const provider = typeof this.tokenSource === 'function'
+      if (code === 403 || (code === 401 && !provider)) {
         this.closed = true
         this.closeCode = code
         this._emitReport({ kind: 'link', state: 'rejected', code })
@@ -295,6 +322,9 @@ class GatewayLink extends EventEmitter {
     this.ws = null
     clearInterval(this.heartbeat)
     this.heartbeat = null
+    clearTimeout(this.refreshTimer)
+    this.refreshTimer = null
+    this.nextToken = null
     const wasConnected = this.connected
     this.connected = false
     for (const [ref, w] of this.pathWaiters) {
@@ -329,6 +359,7 @@ class GatewayLink extends EventEmitter {
     this.awaitingPong = false
     clearInterval(this.heartbeat)
     this.heartbeat = setInterval(() => this._beat(), HEARTBEAT_MS)
+    this._scheduleRefresh(false)
     // Re-send the whole state: a restarted gateway knows nothing of this bot's present.
     this.lastPos = null
     this._sendPosition(true)
@@ -342,6 +373,38 @@ class GatewayLink extends EventEmitter {
     for (const msg of queued) this.send(msg)
     this._emitReport({ kind: 'link', state: 'connected', npc: msg.npc, replica: msg.replica })
     this.emit('connected', msg)
+  }
+
+  /** Plan the next in-place refresh (only with a provider); `retry` after a failed one. */
+  _scheduleRefresh (retry) {
+    clearTimeout(this.refreshTimer)
+    this.refreshTimer = null
+    const exp = tokenExp(this.token)
+    if (typeof this.tokenSource !== 'function' || exp === null) return
+    const left = exp * 1000 - Date.now()
+    const delay = retry
+      ? Math.min(REFRESH_RETRY_MS, Math.max(100, left / 4))
+      : Math.max(0, left * (1 - REFRESH_AT))
+    this.refreshTimer = setTimeout(() => this._refresh(exp), delay)
+  }
+
+  async _refresh (exp) {
+    this.refreshTimer = null
+    let token
+    try {
+      token = await this._token()
+    } catch (err) {
+      this.log(`token refresh: ${err.message}`)
+      return this._scheduleRefresh(true)
+    }
+    if (!this.connected) return // the next connect asks the provider anyway
+    const next = tokenExp(token)
+    if (next === null || next <= exp) {
+      this.log('token refresh: the provider returned no later token')
+      return this._scheduleRefresh(true)
+    }
+    this.nextToken = token
+    this.send({ type: 'auth', token, ref: AUTH_REF })
   }
 
   _beat () {
@@ -361,6 +424,11 @@ class GatewayLink extends EventEmitter {
       case 'pong':
         this.awaitingPong = false
         return
+      case 'auth_ok':
+        if (this.nextToken) this.token = this.nextToken
+        this.nextToken = null
+        this.refreshes += 1
+        return this._scheduleRefresh(false)
       case 'command':
         return this._onCommand(msg, true)
       case 'path_result': {
@@ -374,6 +442,10 @@ class GatewayLink extends EventEmitter {
       }
       case 'error': {
         this.log(`gateway error ${msg.code}: ${msg.message}`)
+        if (msg.ref === AUTH_REF) {
+          this.nextToken = null
+          return this._scheduleRefresh(true)
+        }
         const w = msg.ref !== undefined && this.pathWaiters.get(msg.ref)
         if (w) {
           this.pathWaiters.delete(msg.ref)
@@ -750,6 +822,7 @@ function attachGateway (bot, opts) {
 
 module.exports = {
   attachGateway,
+  tokenExp,
   GatewayLink,
   encodeWorld,
   standingCell,
