@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.api import commands, minecraft, npcs, prometheus, system
+from gateway.api import commands, minecraft, npcs, prometheus, system, tokens
 from gateway.api.auth import WRITE_LIMITER, WriteLimiter, auth_middleware
 from gateway.api.errors import error_middleware
 from gateway.bot_session import npc_endpoint
@@ -149,6 +149,7 @@ def create_app(settings: Settings, *, broker: MemoryBroker | None = None) -> web
     npcs.add_routes(app)
     commands.add_routes(app)
     minecraft.add_routes(app)
+    tokens.add_routes(app)
     _add_optional_routes(app)
     return app
 

@@ -23,6 +23,7 @@ class Claims:
     sub: str
     role: Role
     exp: int
+    iat: int | None = None  # issued at (epoch s), when the token says
 
 
 class InvalidToken(Exception):
@@ -50,7 +51,22 @@ def verify_token(secret: str, token: str | None) -> Claims:
     sub, role = payload.get("sub"), payload.get("role")
     if type(sub) is not str or not sub or role not in Role.__members__.values():
         raise InvalidToken("invalid token: bad sub or role")
-    return Claims(sub=sub, role=Role(role), exp=int(payload["exp"]))
+    iat = payload.get("iat")
+    return Claims(
+        sub=sub,
+        role=Role(role),
+        exp=int(payload["exp"]),
+        iat=int(iat) if isinstance(iat, int | float) else None,
+    )
+
+
+def renewed_token(secret: str, claims: Claims) -> tuple[str, int]:
+    """A fresh token for the same sub and role with the same lifetime (at most the default):
+    a client that holds a valid token may keep it fresh, never make it longer-lived."""
+    lifetime = claims.exp - claims.iat if claims.iat is not None else DEFAULT_TTL_S
+    lifetime = min(max(lifetime, 1), DEFAULT_TTL_S)
+    token = issue_token(secret, claims.role, claims.sub, lifetime)
+    return token, verify_token(secret, token).exp
 
 
 def bearer_from(authorization: str | None, query_token: str | None) -> str | None:

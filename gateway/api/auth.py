@@ -15,8 +15,8 @@ from gateway.ratelimit import TokenBucket
 
 PUBLIC_PATHS = frozenset({"/api/health", "/metrics", "/api/openapi.yaml", "/"})
 PUBLIC_PREFIXES = ("/static/",)
-# Writes that change nothing: any valid token may call them.
-READ_LIKE_POSTS = frozenset({"/api/pathfind", "/api/strategy/mining"})
+# Writes that change nothing: any valid token may call them (/api/token renews the caller's own).
+READ_LIKE_POSTS = frozenset({"/api/pathfind", "/api/strategy/mining", "/api/token"})
 WEBSOCKET_ROLES = {
     "/ws/npc": frozenset({Role.NPC}),
     "/ws/viewer": frozenset({Role.VIEWER, Role.ADMIN}),

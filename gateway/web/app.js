@@ -28,7 +28,10 @@ const EVENTS_MAX = 60;
 const SNAP_DISTANCE = 48; // farther than this in one update is a teleport: no glide
 
 const params = new URLSearchParams(location.search);
-const TOKEN = params.get("token") || "";
+// The page's token: from its URL, renewed before it expires (see renewToken).
+let token = params.get("token") || "";
+const RENEW_AT = 0.2; // renew when this fraction of the token's remaining lifetime is left
+const RENEW_RETRY_MS = 5000; // at most this long between attempts after a failed renewal
 
 // -- state ------------------------------------------------------------------------------------
 const state = {
@@ -52,7 +55,7 @@ const state = {
   filtered: [], // NPCs in the side list, sorted
   listDirty: true,
   rowsDirty: true,
-  stats: { fps: 0, drawn: 0, rafs: 0, connects: 0, frames: 0, updates: 0, ups: 0, snapshots: 0, lastFrameTs: 0, subscribes: 0 },
+  stats: { fps: 0, drawn: 0, rafs: 0, connects: 0, renewals: 0, frames: 0, updates: 0, ups: 0, snapshots: 0, lastFrameTs: 0, subscribes: 0 },
 };
 
 // -- DOM ----------------------------------------------------------------------------------------
@@ -131,7 +134,7 @@ function applyMap(npc, m, now) {
 const metaQueue = [];
 let metaBusy = 0;
 function requestMeta(npc) {
-  if (npc.meta || !TOKEN) return;
+  if (npc.meta || !token) return;
   npc.meta = true;
   metaQueue.push(npc.id);
   pumpMeta();
@@ -140,7 +143,7 @@ function pumpMeta() {
   while (metaBusy < 4 && metaQueue.length) {
     const id = metaQueue.shift();
     metaBusy++;
-    fetch(`/api/npcs/${encodeURIComponent(id)}`, { headers: { Authorization: `Bearer ${TOKEN}` } })
+    fetch(`/api/npcs/${encodeURIComponent(id)}`, { headers: { Authorization: `Bearer ${token}` } })
       .then((r) => (r.ok ? r.json() : null))
       .then((m) => {
         const npc = state.npcs.get(id);
@@ -161,6 +164,7 @@ function handle(msg) {
     case "welcome":
       state.tickMs = msg.tick_ms > 0 ? msg.tick_ms : 100;
       setConn("connected");
+      scheduleRenewal(false);
       if (state.subscription) sendSubscription(state.subscription, true);
       break;
     case "snapshot": {
@@ -216,7 +220,14 @@ function handle(msg) {
       pushEvent(msg);
       break;
     }
+    case "auth_ok":
+      if (pendingToken) adoptToken(pendingToken);
+      pendingToken = null;
+      state.stats.renewals++;
+      scheduleRenewal(false);
+      break;
     case "error":
+      if (msg.ref === "auth") { pendingToken = null; scheduleRenewal(true); break; }
       console.warn("gateway error", msg.code, msg.message);
       break;
   }
@@ -231,7 +242,7 @@ let welcomed = false;
 function connect() {
   clearTimeout(reconnectTimer);
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  const url = `${proto}//${location.host}/ws/viewer?token=${encodeURIComponent(TOKEN)}`;
+  const url = `${proto}//${location.host}/ws/viewer?token=${encodeURIComponent(token)}`;
   setConn(attempt ? "reconnecting" : "connecting");
   welcomed = false;
   ws = new WebSocket(url, ["aicraft.v1.msgpack"]);
@@ -249,9 +260,57 @@ function connect() {
   };
   ws.onclose = (ev) => {
     ws = null;
+    clearTimeout(renewTimer);
+    pendingToken = null;
     if (!welcomed) checkToken(); // a rejected upgrade looks like any other failure from here
     scheduleReconnect(ev.code);
   };
+}
+
+// -- tokens over time (contract §6.1) --------------------------------------------------------------
+// A socket closes at its token's `exp` (4401). Before that the page trades its token for a new
+// one of the same lifetime at POST /api/token and sends it over the socket as `auth`; the new
+// token also replaces the one in the address bar, so a reload keeps working. A deployment with
+// its own sign-in would hand out the page link with a short-lived token the same way.
+let renewTimer = 0;
+let pendingToken = null;
+
+function tokenExp(t) {
+  try {
+    const part = t.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const exp = JSON.parse(atob(part)).exp;
+    return Number.isFinite(exp) ? exp : null;
+  } catch { return null; }
+}
+
+function scheduleRenewal(retry) {
+  clearTimeout(renewTimer);
+  const exp = tokenExp(token);
+  if (exp === null) return;
+  const left = exp * 1000 - Date.now();
+  const delay = retry ? Math.min(RENEW_RETRY_MS, Math.max(100, left / 4)) : Math.max(0, left * (1 - RENEW_AT));
+  renewTimer = setTimeout(renewToken, delay);
+}
+
+async function renewToken() {
+  try {
+    const r = await fetch("/api/token", { method: "POST", headers: { Authorization: `Bearer ${token}` } });
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    const body = await r.json();
+    if (!ws || ws.readyState !== WebSocket.OPEN) { adoptToken(body.token); return; }
+    pendingToken = body.token;
+    sendMsgpack({ type: "auth", token: body.token, ref: "auth" });
+  } catch (err) {
+    console.warn("token renewal failed:", err.message);
+    scheduleRenewal(true);
+  }
+}
+
+function adoptToken(t) {
+  token = t;
+  const url = new URL(location.href);
+  url.searchParams.set("token", t);
+  history.replaceState(history.state, "", url);
 }
 
 function scheduleReconnect(code) {
@@ -265,11 +324,11 @@ function scheduleReconnect(code) {
 
 async function checkToken() {
   try {
-    const r = await fetch("/api/npcs?limit=1", { headers: { Authorization: `Bearer ${TOKEN}` } });
+    const r = await fetch("/api/npcs?limit=1", { headers: { Authorization: `Bearer ${token}` } });
     if (r.status === 401 || r.status === 403) {
       clearTimeout(reconnectTimer);
       setConn("unauthorized", "token rejected");
-      showBanner(TOKEN ? "The token was rejected: open the page with a fresh ?token=…" : "Open this page with ?token=<viewer token>");
+      showBanner(token ? "The token was rejected or has expired: open the page with a fresh ?token=…" : "Open this page with ?token=<viewer token>");
     }
   } catch { /* the gateway is down: keep retrying */ }
 }
@@ -287,8 +346,8 @@ function sendMsgpack(obj) {
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(encodeSmall(obj));
 }
 
-// -- a tiny msgpack encoder for the one message the page sends (subscribe): fixmap, fixarray,
-// str up to 255 bytes, float64, nil -------------------------------------------------------------
+// -- a tiny msgpack encoder for the messages the page sends (subscribe, auth): fixmap, fixarray,
+// str up to 65,535 bytes, float64, nil -------------------------------------------------------------
 function encodeSmall(value) {
   const out = [];
   const te = new TextEncoder();
@@ -299,6 +358,7 @@ function encodeSmall(value) {
       const b = te.encode(v);
       if (b.length < 32) out.push(0xa0 | b.length);
       else if (b.length < 256) out.push(0xd9, b.length);
+      else if (b.length < 65536) out.push(0xda, b.length >> 8, b.length & 0xff);
       else throw new RangeError("string too long for this encoder");
       for (const x of b) out.push(x);
     } else if (typeof v === "number") {
@@ -1206,6 +1266,7 @@ window.__aicraft = {
     return { id: n.id, name: n.name, role: n.role, status: n.status, online: n.online, dim: n.dim, x: n.x1, y: n.y, z: n.z1, drawX: x, drawZ: z, visible: n.vis };
   },
   listed() { return state.filtered.map((n) => n.id); },
+  token() { return token; },
   stats: state.stats,
   decode,
   inject: handle,
@@ -1215,7 +1276,7 @@ window.__aicraft = {
 renderLegend();
 renderDims();
 updateListLabel();
-if (!TOKEN) {
+if (!token) {
   setConn("unauthorized", "no token");
   showBanner("Open this page with ?token=<viewer token> (python -m gateway token --role viewer --sub you)");
 } else {

@@ -448,3 +448,25 @@ async def test_frame_rate_with_5000_npcs(tmp_path: Path, browser: Any) -> None:
         print(f"\nmap with {n} NPCs: {result}")
         assert result["drawn"] == n and result["updatesPerSecond"] > 0
         assert errors == []
+
+
+async def test_page_renews_its_token_and_never_drops(tmp_path: Path, browser: Any) -> None:
+    """A page opened with a short-lived token stays connected past several of its lifetimes:
+    it trades the token at POST /api/token and sends the new one over its socket (`auth`)."""
+    ttl_s = 3
+    async with running_gateway(gateway_settings(tmp_path)) as gw:
+        page, errors = await open_page(browser, f"{gw.http}/?token={token('viewer', 'e2e', ttl_s)}")
+        try:
+            await page.wait_for_selector('#conn[data-state="connected"]', timeout=WAIT_MS)
+            # Three lifetimes: each renewal is observed by the page's own counter.
+            await page.wait_for_function(
+                "__aicraft.state.stats.renewals >= 3", timeout=(4 * ttl_s + 20) * 1000
+            )
+            assert await page.evaluate("__aicraft.state.stats.connects") == 1
+            assert await page.evaluate("__aicraft.state.conn") == "connected"
+            # The address bar carries the current token, so a reload works too.
+            url_token = await page.evaluate("new URLSearchParams(location.search).get('token')")
+            assert url_token == await page.evaluate("__aicraft.token()")
+            assert errors == []
+        finally:
+            await page.close()

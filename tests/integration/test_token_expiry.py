@@ -97,3 +97,35 @@ async def test_a_bad_refresh_is_unauthorized_and_changes_nothing(gw: RunningGate
     assert (reply["code"], reply["ref"]) == ("bad_message", "no-token")
     # Nothing moved the deadline: the socket still closes at the first token's exp.
     assert await bot.closed_with(timeout=SHORT_TTL_S + 10) == TOKEN_EXPIRED
+
+
+# -- POST /api/token: a page's way to a fresh token -----------------------------------------------
+
+
+async def test_token_endpoint_renews_for_the_same_sub_role_and_lifetime(
+    gw: RunningGateway,
+) -> None:
+    from tests.harness import Rest
+
+    old = token("viewer", "page", 600)
+    client = Rest(gw.http, old)
+    try:
+        status, body = await client.call("POST", "/api/token")
+    finally:
+        await client.close()
+    assert status == 200, body
+    claims = jwt.decode(body["token"], SECRET, algorithms=["HS256"])
+    assert (claims["sub"], claims["role"], claims["exp"]) == ("page", "viewer", body["exp"])
+    assert body["exp"] >= exp_of(old)
+    assert claims["exp"] - claims["iat"] == 600  # the same lifetime, not a longer one
+
+
+async def test_token_endpoint_refuses_an_expired_token(gw: RunningGateway) -> None:
+    from tests.harness import Rest
+
+    client = Rest(gw.http, issue_token(SECRET, "viewer", "page", -5))
+    try:
+        status, body = await client.call("POST", "/api/token")
+    finally:
+        await client.close()
+    assert status == 401 and body["error"]["code"] == "unauthorized"
