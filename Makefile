@@ -6,9 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SYSDEPS := $(VENV)/.sysdeps-stamp
 MF_MODULES := scripts/mineflayer/node_modules/.package-lock.json
+PEER_MODULES := scripts/bench-peer/node_modules/.package-lock.json
 PORT ?= 8080
 
-.PHONY: run test test-random lock bench bench-path bench-cluster lint format demo cluster minecraft-demo clean
+.PHONY: run test test-random lock token bench bench-path bench-cluster lint format demo cluster minecraft-demo clean
 
 # requirements.lock pins every package (make lock rewrites it); a dependency added to
 # pyproject.toml but not yet locked still installs, unpinned, until the next `make lock`.
@@ -25,22 +26,29 @@ $(SYSDEPS): scripts/install-system-deps.sh | $(STAMP)
 $(MF_MODULES): scripts/mineflayer/package-lock.json | $(SYSDEPS)
 	cd scripts/mineflayer && npm ci --no-audit --no-fund --loglevel=error
 
+$(PEER_MODULES): scripts/bench-peer/package-lock.json | $(SYSDEPS)
+	cd scripts/bench-peer && npm ci --no-audit --no-fund --loglevel=error
+
 ## run: the gateway on embedded defaults (SQLite, in-process bus and cache)
 run: $(STAMP)
 	@bash scripts/run.sh $(PORT)
 
 ## test: every test, against throwaway PostgreSQL/Redis servers the tests start
-test: $(STAMP) $(SYSDEPS) $(MF_MODULES)
+test: $(STAMP) $(SYSDEPS) $(MF_MODULES) $(PEER_MODULES)
 	$(BIN)/ruff check gateway tests scripts
 	$(BIN)/python -m pytest -q
 
 ## test-random: the same tests in a random order (pytest-randomly; SEED=N repeats an order)
-test-random: $(STAMP) $(SYSDEPS) $(MF_MODULES)
+test-random: $(STAMP) $(SYSDEPS) $(MF_MODULES) $(PEER_MODULES)
 	$(BIN)/python -m pytest -q -p randomly $(if $(SEED),--randomly-seed=$(SEED),)
 
 ## lock: re-resolve pyproject.toml's ranges into requirements.lock (then run make test, commit both)
 lock:
 	PY=$(PY) bash scripts/lock.sh
+
+## token: print a bearer token (ROLE=npc|viewer|admin SUB=name [TTL=seconds]); use make -s
+token: $(STAMP)
+	@$(BIN)/python -m gateway token --role $(or $(ROLE),npc) --sub $(or $(SUB),miner_1) $(if $(TTL),--ttl $(TTL),)
 
 ## demo: the gateway on embedded defaults with 50 simulated bots; prints the map URL
 demo: $(STAMP)
@@ -51,7 +59,7 @@ minecraft-demo: $(STAMP) $(MF_MODULES)
 	PORT=$(PORT) bash scripts/minecraft-demo.sh
 
 ## bench: load benchmark (1,000 bots x 10 Hz + 200 viewers on PostgreSQL; QUICK=1 for a short run)
-bench: $(STAMP) $(SYSDEPS)
+bench: $(STAMP) $(SYSDEPS) $(PEER_MODULES)
 	$(BIN)/python scripts/bench.py $(if $(QUICK),--quick,) $(BENCH_ARGS)
 
 ## bench-path: pathfinding throughput and event-loop lag

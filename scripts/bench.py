@@ -40,7 +40,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 LOADGEN = REPO / "scripts" / "loadgen.py"
-PEER_SRC = REPO.parent / "shared" / "peers" / "node-ws"
+PEER_DIR = REPO / "scripts" / "bench-peer"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 IDLE_S = 3.0  # connections sit idle this long before sending starts (RSS is sampled then)
 
@@ -321,25 +321,23 @@ def figures(load: dict[str, Any], marks: dict[str, Any], rss_base: int) -> dict[
 
 
 # -- the Node.js peer ----------------------------------------------------------------------------
-def prepare_peer(src: Path) -> Path:
-    """A copy of the peer outside the repository, with its npm packages installed once."""
+def prepare_peer(peer_dir: Path) -> Path | None:
+    """The peer with its locked npm packages installed (`npm ci`, once); None, and a note, when
+    this machine has no Node.js: the comparison is optional, the gateway's figures are not."""
     if shutil.which("node") is None or shutil.which("npm") is None:
-        raise RuntimeError("node and npm are needed for --target peer")
-    if not (src / "server.js").exists():
-        raise RuntimeError(f"peer not found at {src} (use --peer-dir)")
-    dest = Path(tempfile.gettempdir()) / "aicraft-bench-peer"
-    dest.mkdir(exist_ok=True)
-    for name in ("server.js", "package.json"):
-        shutil.copy2(src / name, dest / name)
-    if not (dest / "node_modules" / "ws").exists():
+        print("note: node/npm not found: running without the Node.js peer", file=sys.stderr)
+        return None
+    if not (peer_dir / "server.js").exists():
+        raise RuntimeError(f"peer not found at {peer_dir} (use --peer-dir)")
+    if not (peer_dir / "node_modules" / ".package-lock.json").exists():
         subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "ws", "pg", "jsonwebtoken"],
-            cwd=dest,
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=peer_dir,
             check=True,
             timeout=300,
             stdout=subprocess.DEVNULL,
         )
-    return dest
+    return peer_dir
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -423,6 +421,8 @@ def markdown(args: argparse.Namespace, results: list[RunResult]) -> str:
 
 async def amain(args: argparse.Namespace) -> int:
     peer_dir = prepare_peer(args.peer_dir) if "peer" in args.targets else None
+    if peer_dir is None:
+        args.targets = [t for t in args.targets if t != "peer"]
     pg: Any = None
     if args.db == "postgres":
         sys.path.insert(0, str(REPO))
@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encoding", choices=("json", "msgpack"), default="json")
     p.add_argument("--processes", type=int, default=2, help="load generator processes")
     p.add_argument("--db", choices=("postgres", "sqlite"), default="postgres")
-    p.add_argument("--peer-dir", type=Path, default=PEER_SRC)
+    p.add_argument("--peer-dir", type=Path, default=PEER_DIR)
     p.add_argument("--json-out", help="also write every figure as JSON here")
     p.add_argument("--keep", action="store_true", help="keep each run's temp dir (server log)")
     args = p.parse_args(argv)
