@@ -8,6 +8,8 @@ SYSDEPS := $(VENV)/.sysdeps-stamp
 MF_MODULES := scripts/mineflayer/node_modules/.package-lock.json
 PEER_MODULES := scripts/bench-peer/node_modules/.package-lock.json
 PORT ?= 8080
+# Node 22 that scripts/install-system-deps.sh installs when the machine's node is older.
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
 .PHONY: run test test-random lock token bench bench-path bench-cluster lint format demo cluster minecraft-demo clean
 
@@ -83,4 +85,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix gateway tests scripts
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache test-artifacts
+	rm -rf $(VENV) .tools var .pytest_cache .ruff_cache test-artifacts
