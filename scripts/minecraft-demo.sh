@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # `make minecraft-demo`: a real (local) Minecraft world, the gateway and N mineflayer bots that
-# wander on goto commands; prints the live map's URL. Ctrl-C stops everything it started.
+# wander on goto commands (an operator's command wins; wandering resumes after it), each with a
+# role (ROLES, in turn) so the map shows them in colour; prints the live map's URL. Ctrl-C stops
+# everything it started.
 #
 #   NPCS=10 PLANNER=gateway bash scripts/minecraft-demo.sh
 #
 # Settings (environment): NPCS (5), PORT (gateway, 8080), MC_PORT (Minecraft, 25565),
-# PREFIX (miner_), PLANNER (mineflayer | gateway: who plans the walks), WORLD (flat | generated),
+# PREFIX (miner_), ROLES (miner,builder,guard,farmer,scout), PLANNER (mineflayer | gateway: who
+# plans the walks), WORLD (flat | generated),
 # GATEWAY_DATA_DIR (./var), LOGS (var/minecraft-demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +18,7 @@ PORT=${PORT:-8080}
 MC_PORT=${MC_PORT:-25565}
 PREFIX=${PREFIX:-miner_}
 PLANNER=${PLANNER:-mineflayer}
+ROLES=${ROLES:-miner,builder,guard,farmer,scout}
 WORLD=${WORLD:-flat}
 PY=${PY:-.venv/bin/python}
 export GATEWAY_DATA_DIR=${GATEWAY_DATA_DIR:-./var}
@@ -22,7 +26,7 @@ LOGS=${LOGS:-var/minecraft-demo}
 MF=scripts/mineflayer
 
 for tool in node npm; do
-  command -v "$tool" >/dev/null || { echo "minecraft-demo needs $tool (Node.js 20+)" >&2; exit 1; }
+  command -v "$tool" >/dev/null || { echo "minecraft-demo needs $tool (Node.js 22+)" >&2; exit 1; }
 done
 [ -x "$PY" ] || { echo "no $PY: run 'make run' (or make the venv) first" >&2; exit 1; }
 if [ ! -d "$MF/node_modules/mineflayer" ]; then
@@ -68,8 +72,10 @@ wait_for "grep -q '\"event\":\"ready\"' '$LOGS/minecraft.log'" 60 "the Minecraft
 pids+=($!)
 wait_for "\"$PY\" -c 'import urllib.request,sys; sys.exit(urllib.request.urlopen(\"http://127.0.0.1:$PORT/api/health\").status != 200)'" 60 "the gateway"
 
+admin_token=$("$PY" -m gateway token --role admin --sub minecraft-demo --ttl 3600)
 node "$MF/bots.js" --server "127.0.0.1:$MC_PORT" --gateway "ws://127.0.0.1:$PORT" \
   --npcs "$NPCS" --prefix "$PREFIX" --planner "$PLANNER" --wander \
+  --roles "$ROLES" --admin-token "$admin_token" \
   --token-cmd "$PY -m gateway token --role npc --sub {npc}" >"$LOGS/bots.log" 2>&1 &
 pids+=($!)
 
@@ -77,7 +83,7 @@ viewer_token=$("$PY" -m gateway token --role viewer --sub demo-viewer --ttl 8640
 cat <<MSG
 
   Minecraft world (flying-squid 1.16.5, offline): 127.0.0.1:$MC_PORT  — join it with a 1.16.5 client
-  Gateway: http://127.0.0.1:$PORT   ($NPCS bots ${PREFIX}1…${PREFIX}$NPCS wander; planner: $PLANNER)
+  Gateway: http://127.0.0.1:$PORT   ($NPCS bots ${PREFIX}1…${PREFIX}$NPCS wander; roles $ROLES; planner: $PLANNER)
 
   Live map:  http://127.0.0.1:$PORT/?token=$viewer_token
 

@@ -6,6 +6,14 @@
  *   node scripts/mineflayer/bots.js --server 127.0.0.1:25565 --gateway ws://127.0.0.1:8080 \
  *        --npcs 5 --prefix miner_ (--secret S | --token-cmd "python -m gateway token --role npc --sub {npc}") \
  *        [--wander] [--wander-radius 12] [--planner mineflayer|gateway] [--json] [--first 1]
+ *        [--roles miner,builder,guard [--admin-token T]]
+ *
+ * --wander: each bot walks to a random spot near its spawn, pauses, and walks again. Commands
+ * from an operator win: while one runs the bot does not wander, and it resumes once that
+ * command's task has ended.
+ *
+ * --roles: the n-th bot gets the n-th role (in turn), registered over REST before it joins, so
+ * the live map colours it. Needs an admin token: --admin-token, or one minted with --secret.
  *
  * Tokens: --secret mints HS256 JWTs {sub, role: "npc"} (GATEWAY_SECRET is read when neither
  * option is given); --token-cmd runs a shell command per bot and takes its stdout ("{npc}" in
@@ -38,7 +46,8 @@ function usage (code) {
   console.error('usage: node bots.js --server HOST:PORT --gateway ws://HOST:PORT --npcs N ' +
     '[--prefix miner_] [--first 1] [--secret S | --token-cmd CMD] [--wander] ' +
     '[--wander-radius R] [--planner mineflayer|gateway] [--version 1.16.5] [--json] [--stdin] ' +
-    '[--stats SECONDS] [--join-spacing-ms 150] [--join-timeout-s 30] [--verbose]')
+    '[--stats SECONDS] [--join-spacing-ms 150] [--join-timeout-s 30] [--verbose] ' +
+    '[--roles R1,R2,… [--admin-token T]]')
   process.exit(code)
 }
 
@@ -58,7 +67,9 @@ function parseArgs (argv) {
     json: false,
     verbose: false,
     joinSpacingMs: 150,
-    joinTimeoutS: 30
+    joinTimeoutS: 30,
+    roles: [],
+    adminToken: null
   }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
@@ -84,6 +95,8 @@ function parseArgs (argv) {
       case '--stdin': out.stdin = true; break
       case '--stats': out.stats = Number(next()); break
       case '--verbose': out.verbose = true; break
+      case '--roles': out.roles = next().split(',').map((r) => r.trim()).filter(Boolean); break
+      case '--admin-token': out.adminToken = next(); break
       case '-h': case '--help': usage(0); break
       default:
         console.error(`unknown argument ${a}`)
@@ -96,8 +109,31 @@ function parseArgs (argv) {
     console.error('bots.js: give --secret, --token-cmd or GATEWAY_SECRET')
     process.exit(2)
   }
+  if (out.roles.length && !out.adminToken && !out.secret) {
+    console.error('bots.js: --roles needs --admin-token or --secret (roles are set over REST)')
+    process.exit(2)
+  }
   return out
 }
+
+/** Create the NPC with its role over REST, or set the role of one that exists. */
+async function registerRole (opts, npc, role) {
+  const base = opts.gateway.replace(/^ws/, 'http').replace(/\/+$/, '')
+  const token = opts.adminToken ||
+    jwt.sign({ sub: 'bots.js', role: 'admin' }, opts.secret, { algorithm: 'HS256', expiresIn: '1h' })
+  const headers = { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }
+  let res = await fetch(`${base}/api/npcs`, {
+    method: 'POST', headers, body: JSON.stringify({ id: npc, role })
+  })
+  if (res.status === 409) {
+    res = await fetch(`${base}/api/npcs/${encodeURIComponent(npc)}`, {
+      method: 'PATCH', headers, body: JSON.stringify({ role })
+    })
+  }
+  if (!res.ok) throw new Error(`HTTP ${res.status}: ${await res.text()}`)
+}
+
+const isWander = (commandId) => String(commandId).startsWith('wander-')
 
 function tokenSource (opts, npc) {
   if (opts.secret) {
@@ -141,9 +177,13 @@ function main () {
   const bots = []
 
   function startBot (n) {
-    const entry = { name: `${opts.prefix}${n}`, bot: null, link: null, home: null, wanderTimer: null, ended: true, joins: 0 }
+    const entry = { name: `${opts.prefix}${n}`, bot: null, link: null, home: null, wanderTimer: null, ended: true, joins: 0, operator: null }
     bots.push(entry)
-    join(entry)
+    if (!opts.roles.length) return join(entry)
+    const role = opts.roles[(n - opts.first) % opts.roles.length]
+    registerRole(opts, entry.name, role)
+      .catch((err) => say(`${entry.name}: role ${role} not registered: ${err.message}`))
+      .finally(() => join(entry))
   }
 
   // One bot joins the game; it joins again (after a jittered pause) when it is kicked, the
@@ -180,10 +220,7 @@ function main () {
         planner: opts.planner,
         onReport: (record) => {
           out({ bot: name, ...record })
-          if (opts.wander && record.kind === 'event' && record.name.startsWith('task:') &&
-              String(record.data.command).startsWith('wander-')) {
-            scheduleWander(entry)
-          }
+          if (opts.wander) wanderAfter(entry, record)
         },
         log: (line) => say(`${name}: ${line}`)
       })
@@ -197,6 +234,7 @@ function main () {
       entry.ended = true
       entry.inGame = false
       clearTimeout(entry.wanderTimer)
+      entry.operator = null
       if (entry.link) entry.link.close()
       entry.link = null
       out({ bot: name, kind: 'end', reason: String(reason) })
@@ -207,12 +245,29 @@ function main () {
     })
   }
 
+  // Operator commands win over wandering: an operator's command stops the wander timer (its goto
+  // interrupts the wander walk), and wandering resumes only when that command's task has ended.
+  function wanderAfter (entry, record) {
+    if (record.kind === 'command' && !isWander(record.id)) {
+      entry.operator = String(record.id)
+      clearTimeout(entry.wanderTimer)
+    } else if (record.kind === 'event' && record.name.startsWith('task:')) {
+      const command = String(record.data.command)
+      if (isWander(command)) {
+        if (entry.operator === null) scheduleWander(entry)
+      } else if (command === entry.operator) {
+        entry.operator = null
+        scheduleWander(entry)
+      }
+    }
+  }
+
   let wanderSeq = 0
   function scheduleWander (entry) {
     clearTimeout(entry.wanderTimer)
     // A pause between walks, like a player looking around.
     entry.wanderTimer = setTimeout(() => {
-      if (entry.ended || !entry.link || !entry.home) return
+      if (entry.ended || !entry.link || !entry.home || entry.operator !== null) return
       const r = opts.wanderRadius
       const x = Math.floor(entry.home.x + (Math.random() * 2 - 1) * r)
       const z = Math.floor(entry.home.z + (Math.random() * 2 - 1) * r)
