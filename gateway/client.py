@@ -42,7 +42,16 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
-from gateway.protocol import CloseCode, Encoding, ProtocolError, decode, encode
+from gateway.protocol import (
+    Area,
+    CloseCode,
+    Encoding,
+    ProtocolError,
+    decode,
+    encode,
+    in_view,
+    parse_subscribe,
+)
 
 log = logging.getLogger(__name__)
 
@@ -543,7 +552,9 @@ class ViewerClient(_Client):
 
     `npcs` maps NPC id → NPC map: each `snapshot` replaces it (one arrives after every
     (re)connect and every `subscribe`), `positions` and `status` update entries, `joined` /
-    `left` set `online`. The subscription is sent again after a reconnect.
+    `left` set `online`. With an area or dimension subscribed, an NPC whose position update
+    lies outside it has left (contract §6.2) and is removed from `npcs`. The subscription is
+    sent again after a reconnect.
     """
 
     path = "/ws/viewer"
@@ -565,6 +576,7 @@ class ViewerClient(_Client):
         self.dropped = 0  # messages an iterator did not take in time (its queue was full)
         self.queue_size = queue_size
         self._subscription: Message | None = None
+        self._view: tuple[str | None, Area | None] | None = None  # (dim, area) subscribed
         self._queues: set[asyncio.Queue[Message]] = set()
         self._waiters: list[tuple[Callable[[Message | None], bool], asyncio.Future[Any]]] = []
 
@@ -585,15 +597,21 @@ class ViewerClient(_Client):
         if area is not None:
             msg["area"] = list(area)
         self._subscription = msg if len(msg) > 1 else None
+        self._view = parse_subscribe(msg, None) if self._subscription is not None else None
         return await self.send(msg)
 
     def _handle(self, msg: Message) -> None:
         kind = msg.get("type")
         if kind == "positions":
             self.frames += 1
+            view = self._view
             for update in msg.get("updates") or ():
-                self.npcs.setdefault(update["id"], {"id": update["id"]}).update(update)
                 self.updates += 1
+                if view is not None and not in_view(update, *view):
+                    # It left the subscribed area (§6.2): this is its last word until it is back.
+                    self.npcs.pop(update["id"], None)
+                    continue
+                self.npcs.setdefault(update["id"], {"id": update["id"]}).update(update)
         elif kind == "snapshot":
             self.npcs = {npc["id"]: npc for npc in msg.get("npcs") or ()}
         elif kind == "status":

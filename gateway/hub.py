@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from gateway.protocol import Area, CloseCode, Encoding, encode, in_view
@@ -31,6 +31,15 @@ class BotLink(Protocol):
     async def close(self, code: int, message: str) -> None: ...
 
     def ping(self) -> None: ...
+
+
+def _was_in_view(
+    previous: Mapping[str, PositionUpdate] | None, npc: str, dim: str | None, area: Area | None
+) -> bool:
+    if previous is None:
+        return False
+    before = previous.get(npc)
+    return before is not None and in_view(before, dim, area)
 
 
 class Hub:
@@ -71,11 +80,19 @@ class Hub:
     def remove_viewer(self, viewer: ViewerConnection) -> None:
         self.viewers.discard(viewer)
 
-    def broadcast_positions(self, window: dict[str, PositionUpdate], ts_ms: int) -> None:
+    def broadcast_positions(
+        self,
+        window: dict[str, PositionUpdate],
+        ts_ms: int,
+        previous: Mapping[str, PositionUpdate] | None = None,
+    ) -> None:
         """Send one window to every viewer whose subscription it touches.
 
         Each distinct (encoding, dim, area) group gets one encoding of its frame; every viewer
-        in the group is handed the same bytes. Never awaits.
+        in the group is handed the same bytes. Never awaits. `previous` holds each NPC's last
+        position before this window: an NPC that was inside a filter and is now outside goes
+        to that filter's viewers once more, so they can drop it (§6.2). Whether it was inside
+        depends only on the position and the filter, so every viewer of the group agrees.
         """
         if not window or not self.viewers:
             return
@@ -92,7 +109,11 @@ class Hub:
                 if dim is None and area is None:
                     updates = window
                 else:
-                    updates = {k: u for k, u in window.items() if in_view(u, dim, area)}
+                    updates = {
+                        k: u
+                        for k, u in window.items()
+                        if in_view(u, dim, area) or _was_in_view(previous, k, dim, area)
+                    }
                 filtered[view] = updates
             if not updates:
                 continue

@@ -188,9 +188,10 @@ class Node:
 
     def _deliver_window(self, window: dict[str, PositionUpdate]) -> None:
         ts = now_ms()
+        # Broadcast before `live` moves on: the hub compares with the previous positions.
+        self.hub.broadcast_positions(window, ts, self.live)
         self.live.update(window)
         self._live_ts.update(dict.fromkeys(window, ts))
-        self.hub.broadcast_positions(window, ts)
         rows = [
             (u["id"], u["x"], u["y"], u["z"], u["yaw"], u["pitch"], u["dim"])
             for u in window.values()
@@ -320,8 +321,8 @@ class Node:
                 }
                 seen[npc] = ts
         if window:
+            self.hub.broadcast_positions(window, ts, self.live)
             self.live.update(window)
-            self.hub.broadcast_positions(window, ts)
 
     def _on_command_channel(self, msg: dict[str, Any]) -> None:
         if msg.get("k") in ("cmd", "cmd_ok"):

@@ -89,6 +89,13 @@ function upsert(id) {
   return npc;
 }
 
+function inSubscription(sub, u) {
+  if (sub.dim && u.dim !== sub.dim) return false;
+  if (!sub.area) return true;
+  const [x0, z0, x1, z1] = sub.area;
+  return u.x >= x0 && u.x <= x1 && u.z >= z0 && u.z <= z1;
+}
+
 function rebuildAll() {
   state.all = Array.from(state.npcs.values());
   state.listDirty = true;
@@ -184,12 +191,21 @@ function handle(msg) {
     }
     case "positions": {
       const ups = msg.updates || [];
+      const sub = state.subscription;
+      let left = false;
       for (let i = 0; i < ups.length; i++) {
         const u = ups[i];
+        if (sub && !inSubscription(sub, u)) {
+          // It left the area we subscribed to (contract §6.2): its last word until it is back.
+          if (state.npcs.delete(u.id)) left = true;
+          if (state.selected === u.id) state.following = false;
+          continue;
+        }
         const npc = upsert(u.id);
         if (!npc.online) { npc.online = true; npc.match = matches(npc); state.listDirty = true; }
         setPosition(npc, u, now);
       }
+      if (left) rebuildAll();
       state.stats.updates += ups.length;
       state.stats.frames++;
       state.stats.lastFrameTs = msg.ts || Date.now();

@@ -470,3 +470,30 @@ async def test_page_renews_its_token_and_never_drops(tmp_path: Path, browser: An
             assert errors == []
         finally:
             await page.close()
+
+
+async def test_page_drops_an_npc_that_leaves_the_area_shown(tmp_path: Path, browser: Any) -> None:
+    """Zoomed in on one place, the page subscribes to that area; an NPC walking away from it
+    leaves the map and the list "in the area shown" (contract §6.2), and comes back with it."""
+    async with running_gateway(gateway_settings(tmp_path)) as gw:
+        page, errors = await open_page(browser, f"{gw.http}/?token={token('viewer', 'e2e')}")
+        bot = await gw.bot("wanderer")
+        try:
+            await page.wait_for_selector('#conn[data-state="connected"]', timeout=WAIT_MS)
+            await page.evaluate("__aicraft.setView({cx: 0, cz: 0, scale: 4})")
+            await page.wait_for_function("__aicraft.state.subscription?.area", timeout=WAIT_MS)
+            area = await page.evaluate("__aicraft.state.subscription.area")
+            await until(lambda: any(v.area == tuple(map(float, area)) for v in gw.node.hub.viewers))
+            await bot.send({"type": "pos", "x": 5, "y": 64, "z": 5})
+            await page.wait_for_function("__aicraft.npc('wanderer')?.x === 5", timeout=WAIT_MS)
+            await bot.send({"type": "pos", "x": 9000, "y": 64, "z": 5})
+            await page.wait_for_function("__aicraft.npc('wanderer') === null", timeout=WAIT_MS)
+            await page.wait_for_function(
+                "!__aicraft.listed().includes('wanderer')", timeout=WAIT_MS
+            )
+            await bot.send({"type": "pos", "x": 6, "y": 64, "z": 5})
+            await page.wait_for_function("__aicraft.npc('wanderer')?.x === 6", timeout=WAIT_MS)
+            assert errors == []
+        finally:
+            await bot.close()
+            await page.close()
