@@ -300,7 +300,9 @@ async def npc_endpoint(request: web.Request) -> web.StreamResponse:
     try:
         await node.registry.ensure(claims.sub)
     except StoreUnavailable:
-        log.warning("store unavailable: %s connects unregistered", claims.sub)
+        # Registered as soon as the database is back, before anything it sends is written.
+        log.warning("store unavailable: %s connects unregistered for now", claims.sub)
+        node.registrations.add(claims.sub)
     session = BotSession(node, claims.sub, claims)
     await session.ws.prepare(request)
     await session.run()

@@ -41,6 +41,9 @@ class Settings:
     metrics_batch: int = 200
     workers: int = 2
     db_pool_max: int = 20
+    # Seconds the database breaker stays OPEN before a trial call (writes wait that long after
+    # the database returns; the default keeps a flapping database from being hammered).
+    db_breaker_reset_s: float = 60.0
     rcon_url: str | None = None
     log_level: str = "INFO"
     # Flood control: token bucket per bot connection.
@@ -75,6 +78,7 @@ class Settings:
             metrics_batch=_int(env, "GATEWAY_METRICS_BATCH", 200, minimum=1),
             workers=_int(env, "GATEWAY_WORKERS", os.cpu_count() or 1, minimum=1),
             db_pool_max=_int(env, "GATEWAY_DB_POOL_MAX", 20, minimum=1),
+            db_breaker_reset_s=float(_int(env, "GATEWAY_DB_BREAKER_RESET_S", 60, minimum=1)),
             rcon_url=env.get("GATEWAY_RCON_URL") or None,
             log_level=(env.get("GATEWAY_LOG_LEVEL") or "INFO").upper(),
             rate_per_s=float(_int(env, "GATEWAY_RATE_PER_S", 50, minimum=1)),

@@ -44,6 +44,7 @@ from gateway.writers import (
     PassthroughPositionWriter,
     PositionWriter,
     ProfileUpdater,
+    Registrar,
     StatusWriter,
 )
 
@@ -73,6 +74,9 @@ class Node:
         # Presence calls fail in milliseconds; a 60 s lockout after Redis returns would hide
         # every other replica's bots from this one for a minute.
         self.breakers.get(REDIS_BREAKER, BreakerConfig(reset_timeout=10.0))
+        self.breakers.get(
+            DATABASE_BREAKER, BreakerConfig(reset_timeout=settings.db_breaker_reset_s)
+        )
         for name in BREAKER_NAMES:
             self.breakers.get(name)
         self.telemetry = Telemetry()
@@ -106,6 +110,10 @@ class Node:
             self._write_metrics, settings.metrics_batch, settings.metrics_flush_ms
         )
         self.profiles = ProfileUpdater(self.store.update_profile, self.registry.profile_changed)
+        # Bots that connected while the database was down: registered before their data.
+        self.registrations = Registrar(self.registry.ensure)
+        for writer in (self.positions, self.statuses, self.metrics, self.profiles):
+            writer.before = self.registrations.settle
         self.ticker = Ticker(settings.tick_ms / 1000, self.tick) if not self.passthrough else None
         self.state = "starting"  # -> "ok" -> "draining"
         self.worker_pool: Any = None  # set by the app when pathfinding is available
@@ -114,6 +122,7 @@ class Node:
 
     async def start(self) -> None:
         await self.bus.start(self.replica, self.on_bus_message)
+        self.registrations.start()
         self.positions.start()
         self.statuses.start()
         self.metrics.start()
@@ -145,7 +154,7 @@ class Node:
         if self.ticker is not None:
             await self.ticker.stop()
         self.tick()
-        writers = (self.positions, self.statuses, self.metrics, self.profiles)
+        writers = (self.registrations, self.positions, self.statuses, self.metrics, self.profiles)
         for writer in writers:
             await writer.stop()
         await self.hub.close_all(CloseCode.GOING_AWAY, "gateway shutting down")
@@ -276,6 +285,7 @@ class Node:
             self.recent_status.pop(npc, None)
             self.coalescer.discard(npc)
             self.positions.discard(npc)
+            self.registrations.discard(npc)
             bot = self.hub.bots.get(npc)
             if bot is not None:
                 bot.announce_left = False  # the `left` below is the only one
@@ -339,9 +349,10 @@ class Node:
 
     # -- writes -------------------------------------------------------------------------------
 
-    async def _write_metrics(self, rows: list[MetricRow]) -> None:
-        await self.store.insert_metrics(rows)
+    async def _write_metrics(self, rows: list[MetricRow]) -> int:
+        written: int = await self.store.insert_metrics(rows)
         await self.registry.invalidate_metrics()
+        return written
 
     # -- figures ------------------------------------------------------------------------------
 
@@ -359,6 +370,7 @@ class Node:
                 "batchesWritten": self.positions.batches_written,
                 "writeFailures": self.positions.failures,
                 "rejectedItems": self.positions.rejected,
+                "dropped": self.positions.dropped,
             },
             "metrics": {
                 "totalBatches": self.metrics.total_batches,
@@ -369,6 +381,11 @@ class Node:
                 "rejectedItems": self.metrics.rejected,
             },
             "statuses": {"pendingItems": self.statuses.pending},
+            "registrations": {
+                "pending": self.registrations.pending,
+                "registered": self.registrations.registered,
+                "dropped": self.registrations.dropped,
+            },
             "profiles": {
                 "pendingItems": self.profiles.pending,
                 "applied": self.profiles.applied,

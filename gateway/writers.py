@@ -4,7 +4,11 @@
   (latest per NPC wins, bounded by the number of NPCs) and are written when it returns;
 - statuses: written at once, latest per NPC wins while the database is down;
 - metrics: batched (`batch` rows or every `flush_ms`); rows wait in a bounded spool while the
-  database is down (the oldest are dropped, and counted, only past `spool_max`).
+  database is down (the oldest are dropped, and counted, only past `spool_max`);
+- registrations: a bot that connected while the database was down is registered once it is
+  back, before anything of its own is written (each writer settles them first), so nothing it
+  sent meanwhile is dropped for want of its row (§6.4). Rows the database still does not take
+  (the NPC was deleted) are counted as `dropped`, never dropped silently.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class _Retrying:
         self._idle.set()
         self._lock = asyncio.Lock()  # the loop and a shutdown flush never write concurrently
         self._task: asyncio.Task[None] | None = None
+        # Runs before every flush (pending registrations); StoreUnavailable there retries.
+        self.before: Callable[[], Awaitable[None]] | None = None
         self.failures = 0
         self.rejected = 0
 
@@ -56,6 +62,8 @@ class _Retrying:
             self._wake.clear()
             try:
                 async with self._lock:
+                    if self.before is not None:
+                        await self.before()
                     await self._flush()
                 delay = RETRY_MIN_S
             except StoreUnavailable as exc:  # kept: written when the store is back
@@ -82,6 +90,8 @@ class _Retrying:
         while self._has_pending():
             try:
                 async with self._lock:
+                    if self.before is not None:
+                        await self.before()
                     await self._flush()
             except StoreUnavailable:
                 if loop.time() >= end:
@@ -106,12 +116,13 @@ class _Retrying:
 class PositionWriter(_Retrying):
     """Writes each cut window in one statement; coalesces windows while a write is failing."""
 
-    def __init__(self, write: Callable[[list[PositionUpdate]], Awaitable[None]]) -> None:
+    def __init__(self, write: Callable[[list[PositionUpdate]], Awaitable[int | None]]) -> None:
         super().__init__("position-writer")
         self._write = write
         self._unwritten: dict[str, PositionUpdate] = {}
         self.batches_written = 0
         self.items_written = 0
+        self.dropped = 0  # positions of NPCs the database does not know (deleted)
 
     def submit(self, window: dict[str, PositionUpdate]) -> None:
         if self._unwritten:
@@ -135,14 +146,17 @@ class PositionWriter(_Retrying):
         if not batch:
             return
         try:
-            await self._write(list(batch.values()))
+            written = await self._write(list(batch.values()))
         except BaseException:
             # Put it back under anything newer that arrived meanwhile.
             batch.update(self._unwritten)
             self._unwritten = batch
             raise
         self.batches_written += 1
-        self.items_written += len(batch)
+        if written is None:
+            written = len(batch)
+        self.items_written += written
+        self.dropped += len(batch) - written
 
     @property
     def pending(self) -> int:
@@ -186,7 +200,7 @@ class MetricsBatcher(_Retrying):
 
     def __init__(
         self,
-        write: Callable[[list[MetricRow]], Awaitable[None]],
+        write: Callable[[list[MetricRow]], Awaitable[int | None]],
         batch: int,
         flush_ms: int,
         spool_max: int = 100_000,
@@ -242,9 +256,11 @@ class MetricsBatcher(_Retrying):
         while len(self._rows) >= self._batch or (self._rows and self._partial_due):
             n = min(self._batch, len(self._rows))
             rows = [self._rows[i] for i in range(n)]
-            await self._write(rows)
+            written = await self._write(rows)
             for _ in range(n):
                 self._rows.popleft()
+            if written is not None:
+                self.dropped += n - written  # rows of NPCs the database does not know
             self.total_batches += 1
             self.items_processed += n
             if n < self._batch:
@@ -349,3 +365,58 @@ class ProfileUpdater(_Retrying):
     @property
     def pending(self) -> int:
         return len(self._queue)
+
+
+class Registrar(_Retrying):
+    """NPCs whose bot connected while the database was down (§6.4): registered once it is
+    back. The other writers call `settle` before each flush, so an NPC's row exists before its
+    positions, statuses, metrics and profile changes are written."""
+
+    def __init__(self, ensure: Callable[[str], Awaitable[Any]]) -> None:
+        super().__init__("registrar")
+        self._ensure = ensure
+        self._pending: dict[str, None] = {}  # in order of arrival
+        self._settling = asyncio.Lock()  # several writers may ask at once: register once
+        self.registered = 0
+        self.dropped = 0
+
+    def add(self, npc_id: str) -> None:
+        self._pending[npc_id] = None
+        self.wake()
+
+    def discard(self, npc_id: str) -> None:
+        self._pending.pop(npc_id, None)
+
+    async def settle(self) -> None:
+        """Register every pending NPC; StoreUnavailable (the rest stay pending) if it cannot."""
+        if not self._pending:
+            return
+        async with self._settling:
+            await self._settle()
+
+    async def _settle(self) -> None:
+        while self._pending:
+            npc_id = next(iter(self._pending))
+            try:
+                await self._ensure(npc_id)
+            except StoreUnavailable:
+                raise
+            except Exception:
+                self.dropped += 1  # the database refused this id itself: do not block the rest
+                log.exception("registrar: could not register %s", npc_id)
+            else:
+                self.registered += 1
+            self._pending.pop(npc_id, None)
+
+    def _has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def _reject_head(self) -> int:
+        return 0  # settle() handles its own refusals
+
+    async def _flush(self) -> None:
+        await self.settle()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)

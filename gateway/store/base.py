@@ -65,8 +65,9 @@ class Store(Protocol):
 
     async def set_status(self, npc_id: str, status: str) -> bool: ...
 
-    async def write_positions(self, updates: Sequence[PositionUpdate]) -> None:
-        """Store the latest position of each NPC in the batch, in one statement."""
+    async def write_positions(self, updates: Sequence[PositionUpdate]) -> int:
+        """Store the latest position of each NPC in the batch, in one statement; how many
+        NPCs were written (unknown ids are not)."""
 
     # -- learning profiles ----------------------------------------------------------------------
     async def get_profile(self, npc_id: str) -> dict[str, Any] | None: ...
@@ -79,7 +80,8 @@ class Store(Protocol):
         """Apply `change` to the profile atomically (no lost update across replicas)."""
 
     # -- metrics --------------------------------------------------------------------------------
-    async def insert_metrics(self, rows: Sequence[MetricRow]) -> None: ...
+    async def insert_metrics(self, rows: Sequence[MetricRow]) -> int:
+        """How many rows were inserted (rows of unknown NPCs are not)."""
 
     async def query_metrics(
         self,

@@ -295,11 +295,12 @@ class PostgresStore:
             )
         return self._count(tag) > 0
 
-    async def write_positions(self, updates: Sequence[PositionUpdate]) -> None:
+    async def write_positions(self, updates: Sequence[PositionUpdate]) -> int:
         """The latest position of each NPC in the batch: one UPDATE from a COPY-filled staging
-        table, in one transaction. Unknown ids match no row and are ignored."""
+        table, in one transaction. Unknown ids match no row and are ignored. Returns how many
+        NPCs were written."""
         if not updates:
-            return
+            return 0
         records = [
             (u["id"], u["x"], u["y"], u["z"], u["yaw"], u["pitch"], u["dim"])
             for u in latest_positions(updates)
@@ -312,13 +313,13 @@ class PostgresStore:
                             "positions_stage", records=records, columns=_STAGE_COLUMNS
                         )
                         tag = await conn.execute(_WRITE_POSITIONS)
-                    self._count(tag)
-                    return
+                    return self._count(tag)
                 except asyncpg.DeadlockDetectedError:
                     # Two replicas touching the same rows (a bot moving between them); the
                     # transaction was rolled back, so run it again.
                     if attempt == 2:
                         raise
+        return 0  # not reached: the last attempt returns or raises
 
     # -- learning profiles ------------------------------------------------------------------------
     async def get_profile(self, npc_id: str) -> dict[str, Any] | None:
@@ -375,10 +376,11 @@ class PostgresStore:
         return orjson.loads(text)
 
     # -- metrics ----------------------------------------------------------------------------------
-    async def insert_metrics(self, rows: Sequence[MetricRow]) -> None:
-        """Insert all rows in one statement; rows of unknown NPCs are dropped."""
+    async def insert_metrics(self, rows: Sequence[MetricRow]) -> int:
+        """Insert all rows in one statement; rows of unknown NPCs are dropped. Returns how
+        many rows were inserted."""
         if not rows:
-            return
+            return 0
         columns = [
             [r[0] for r in rows],
             [r[1] for r in rows],
@@ -388,13 +390,13 @@ class PostgresStore:
         async with self._conn() as conn:
             for attempt in range(2):
                 try:
-                    self._count(await conn.execute(_INSERT_METRICS, *columns))
-                    return
+                    return self._count(await conn.execute(_INSERT_METRICS, *columns))
                 except asyncpg.ForeignKeyViolationError:
                     # An NPC was deleted between the EXISTS check and the insert; the statement
                     # wrote nothing, and the retry's EXISTS now drops that NPC's rows.
                     if attempt == 1:
                         raise
+        return 0  # not reached
 
     async def query_metrics(
         self,

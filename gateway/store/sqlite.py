@@ -256,7 +256,7 @@ class SqliteStore:
     async def set_status(self, npc_id: str, status: str) -> bool:
         return await self._call(self._set_status, npc_id, status)
 
-    def _write_positions(self, updates: list[PositionUpdate]) -> None:
+    def _write_positions(self, updates: list[PositionUpdate]) -> int:
         now = now_iso()
         rows = [
             (u["x"], u["y"], u["z"], u["yaw"], u["pitch"], u["dim"], now, u["id"])
@@ -272,12 +272,16 @@ class SqliteStore:
             raise
         if changed > 0:
             self._stats.writes += 1
+        return max(changed, 0)
 
-    async def write_positions(self, updates: Sequence[PositionUpdate]) -> None:
+    async def write_positions(self, updates: Sequence[PositionUpdate]) -> int:
         """The latest position of each NPC in the batch, in one transaction; unknown ids are
-        ignored. The batch is shaped on the store's thread, off the event loop."""
-        if updates:
-            await self._call(self._write_positions, list(updates))
+        ignored. The batch is shaped on the store's thread, off the event loop. Returns how
+        many NPCs were written."""
+        if not updates:
+            return 0
+        written: int = await self._call(self._write_positions, list(updates))
+        return written
 
     # -- learning profiles ------------------------------------------------------------------------
     def _get_profile(self, npc_id: str) -> dict[str, Any] | None:
@@ -333,15 +337,17 @@ class SqliteStore:
         return await self._call(self._update_profile, npc_id, fn)
 
     # -- metrics ----------------------------------------------------------------------------------
-    def _insert_metrics(self, payload: str) -> None:
-        self._write(_INSERT_METRICS, (payload,))
+    def _insert_metrics(self, payload: str) -> int:
+        return max(self._write(_INSERT_METRICS, (payload,)).rowcount, 0)
 
-    async def insert_metrics(self, rows: Sequence[MetricRow]) -> None:
-        """Insert all rows in one statement; rows of unknown NPCs are dropped."""
+    async def insert_metrics(self, rows: Sequence[MetricRow]) -> int:
+        """Insert all rows in one statement; rows of unknown NPCs are dropped. Returns how
+        many rows were inserted."""
         if not rows:
-            return
+            return 0
         payload = json.dumps([[r[0], r[1], float(r[2]), int(r[3])] for r in rows], allow_nan=False)
-        await self._call(self._insert_metrics, payload)
+        inserted: int = await self._call(self._insert_metrics, payload)
+        return inserted
 
     def _query_metrics(
         self, npc: str | None, name: str | None, since_ms: int | None, limit: int

@@ -33,7 +33,8 @@ def own_pg() -> Iterator[PostgresServer]:
 @pytest.fixture
 async def gw(own_pg: PostgresServer, tmp_path: Path) -> AsyncIterator[RunningGateway]:
     url = own_pg.create_database(f"o_{uuid.uuid4().hex[:8]}")
-    settings = gateway_settings(tmp_path, database_url=url)
+    # A 1 s open period: the tests watch recovery, not the production 60 s lockout.
+    settings = gateway_settings(tmp_path, database_url=url, db_breaker_reset_s=1.0)
     async with running_gateway(settings) as gateway:
         yield gateway
 
@@ -75,3 +76,63 @@ async def test_health_stays_200_but_lists_the_open_breaker(
         status == 200
     )  # every replica shares the database: taking all out of rotation helps no one
     assert body == {"status": "ok", "replica": "r1", "degraded": ["database"]}
+
+
+async def test_bot_that_connects_during_an_outage_is_registered_and_written_after(
+    gw: RunningGateway, rest: Rest, own_pg: PostgresServer
+) -> None:
+    own_pg.stop()
+    bot = await gw.bot("outage-born")  # the gateway cannot register it now
+    await bot.send({"type": "status", "status": "mining"})
+    for step in range(5):
+        await bot.send({"type": "pos", "x": step, "y": 64, "z": 7})
+        await bot.send({"type": "metric", "name": "ore", "value": step})
+    await bot.send({"type": "event", "name": "task:completed", "data": {"task": "dig"}})
+    await bot.roundtrip()  # everything above was accepted
+    gw.node.tick()
+    gw.node.metrics.wake()
+
+    own_pg.start()
+
+    async def written() -> bool:
+        status, npc = await rest.call("GET", "/api/npcs/outage-born")
+        if status != 200 or npc.get("x") != 4 or npc.get("status") != "mining":
+            return False
+        status, page = await rest.call("GET", "/api/metrics?npc=outage-born&limit=100")
+        return status == 200 and len(page["metrics"]) == 6  # 5 ore + the task:completed
+
+    await poll(written)
+    status, page = await rest.call("GET", "/api/metrics?npc=outage-born&name=ore&limit=100")
+    assert sorted(m["value"] for m in page["metrics"]) == [0, 1, 2, 3, 4]
+    _, perf = await rest.call("GET", "/api/performance")
+    batches = perf["batchProcessor"]
+    assert batches["positions"]["dropped"] == 0
+    assert batches["metrics"]["dropped"] == 0
+    assert batches["registrations"] == {"pending": 0, "registered": 1, "dropped": 0}
+    await bot.close()
+
+
+async def test_positions_of_an_npc_the_database_does_not_know_are_counted_as_dropped(
+    gw: RunningGateway, rest: Rest
+) -> None:
+    bot = await gw.bot("short-lived")
+    await bot.send({"type": "pos", "x": 1, "y": 64, "z": 1})
+    await bot.roundtrip()
+    gw.node.tick()
+
+    async def stored() -> bool:
+        status, npc = await rest.call("GET", "/api/npcs/short-lived")
+        return status == 200 and npc.get("x") == 1
+
+    await poll(stored)
+    # Deleted behind the gateway's back (another tool, a restore): nothing matches any more.
+    await gw.node.store._store._pool.execute("DELETE FROM npcs WHERE id = 'short-lived'")
+    await bot.send({"type": "pos", "x": 2, "y": 64, "z": 1})
+    await bot.roundtrip()
+    gw.node.tick()
+
+    async def counted() -> bool:
+        _, perf = await rest.call("GET", "/api/performance")
+        return perf["batchProcessor"]["positions"]["dropped"] == 1
+
+    await poll(counted)
