@@ -135,9 +135,17 @@ class Node:
     async def _presence_heartbeat(self) -> None:
         """Keep this replica's claims alive (and re-create them after a Redis restart), tell
         the others we are alive, and say `left` for the bots of replicas that went silent."""
+        reconnects = self._bus_reconnects()
         while True:
             await asyncio.sleep(PRESENCE_HEARTBEAT_S)
             self.bus.publish(EVENTS, _pack({"r": self.replica, "k": "alive"}))
+            now_reconnects = self._bus_reconnects()
+            if now_reconnects != reconnects:
+                # Our bus was down: whatever `joined`/`left` crossed meanwhile is lost, both
+                # ways. Every replica re-announces its bots (§6.4).
+                reconnects = now_reconnects
+                self.bus.publish(EVENTS, _pack({"r": self.replica, "k": "sync", "to": "*"}))
+                self._announce_held()
             for npc in self.peers.expire(time.monotonic()):
                 if npc not in self.hub.bots:
                     self.hub.broadcast_message({"type": "left", "id": npc}, self.live.get(npc))
@@ -147,6 +155,25 @@ class Node:
                 if bot is not None:
                     bot.replaced = True
                     self._spawn_close(bot, CloseCode.REPLACED, "replaced by a newer connection")
+
+    def _bus_reconnects(self) -> int:
+        return int(self.bus.stats().get("reconnects", 0))
+
+    def _announce_held(self) -> None:
+        """Tell every replica exactly which bots this one holds."""
+        self.bus.publish(
+            EVENTS, _pack({"r": self.replica, "k": "online", "ids": list(self.hub.bots)})
+        )
+
+    def _apply_held(self, sender: str, ids: list[str]) -> None:
+        """Another replica's full list of bots: the `joined`/`left` our viewers missed."""
+        joined, gone = self.peers.replace(sender, ids)
+        for npc in joined:
+            if npc not in self.hub.bots:
+                self.hub.broadcast_message({"type": "joined", "id": npc}, self.live.get(npc))
+        for npc in gone:
+            if npc not in self.hub.bots:
+                self.hub.broadcast_message({"type": "left", "id": npc}, self.live.get(npc))
 
     async def drain(self, deadline_s: float = 10.0) -> None:
         """Shutdown: stop ticking, deliver and write the current window, close every socket."""
@@ -257,7 +284,12 @@ class Node:
 
     def _apply_event(self, event: dict[str, Any]) -> None:
         kind = event["k"]
-        if kind == "status":
+        if kind == "online":
+            self._apply_held(event["r"], event["ids"])
+        elif kind == "sync":
+            if event.get("to") in (self.replica, "*"):
+                self._announce_held()
+        elif kind == "status":
             npc = event["id"]
             self.recent_status[npc] = event["status"]
             self.hub.broadcast_message(
@@ -303,7 +335,10 @@ class Node:
             sender = msg.get("r")
             if sender == self.replica:
                 return
-            self.peers.heard(sender, time.monotonic())
+            if self.peers.heard(sender, time.monotonic()):
+                # New to us, or back after a gap: ask for its bots (ours go along unasked).
+                self.bus.publish(EVENTS, _pack({"r": self.replica, "k": "sync", "to": sender}))
+                self._announce_held()
             if channel == POSITIONS:
                 self._apply_remote_window(msg["ts"], msg["u"])
             elif channel == EVENTS:

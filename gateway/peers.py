@@ -3,21 +3,48 @@
 A replica that dies (SIGKILL, lost host) never says `left` for its bots; presence keys expire
 for REST, and this is how viewers on the survivors learn it too: a replica silent for longer
 than the presence TTL has its announced bots treated as gone.
+
+The bus is at most once: while Redis is down, `joined` and `left` are lost, and a replica
+taken for dead may come back. So a replica heard after a gap (or for the first time) is asked
+for its whole list of bots, and `replace` turns that list into the `joined` / `left` that the
+viewers missed (§6.4).
 """
 
 from __future__ import annotations
 
 
 class PeerWatch:
-    __slots__ = ("_bots", "_last_heard", "silence_s")
+    __slots__ = ("_bots", "_last_heard", "gap_s", "silence_s")
 
-    def __init__(self, silence_s: float) -> None:
+    def __init__(self, silence_s: float, gap_s: float | None = None) -> None:
         self.silence_s = silence_s
+        # Silent this long (heartbeats are more frequent): messages were probably lost.
+        self.gap_s = silence_s / 2 if gap_s is None else gap_s
         self._last_heard: dict[str, float] = {}
         self._bots: dict[str, str] = {}  # npc → replica that announced it joined
 
-    def heard(self, replica: str, now: float) -> None:
+    def heard(self, replica: str, now: float) -> bool:
+        """Note a message from `replica`; True if it is new, was taken for dead, or was
+        silent for `gap_s`: then its list of bots should be asked for."""
+        last = self._last_heard.get(replica)
         self._last_heard[replica] = now
+        return last is None or now - last >= self.gap_s
+
+    def replace(self, replica: str, npcs: list[str]) -> tuple[list[str], list[str]]:
+        """`replica` holds exactly `npcs` now: (newly joined, gone) compared with what it
+        had announced before."""
+        now_held = set(npcs)
+        gone = [n for n, r in self._bots.items() if r == replica and n not in now_held]
+        for npc in gone:
+            del self._bots[npc]
+        joined = [n for n in npcs if self._bots.get(n) != replica]
+        for npc in joined:
+            self._bots[npc] = replica
+        return joined, gone
+
+    def last_heard_any(self) -> float:
+        """When any other replica was last heard (0 if none ever was)."""
+        return max(self._last_heard.values(), default=0.0)
 
     def joined(self, npc: str, replica: str) -> None:
         self._bots[npc] = replica

@@ -102,7 +102,7 @@ async def test_bot_that_connects_during_an_outage_is_registered_and_written_afte
         return status == 200 and len(page["metrics"]) == 6  # 5 ore + the task:completed
 
     await poll(written)
-    status, page = await rest.call("GET", "/api/metrics?npc=outage-born&name=ore&limit=100")
+    _, page = await rest.call("GET", "/api/metrics?npc=outage-born&name=ore&limit=100")
     assert sorted(m["value"] for m in page["metrics"]) == [0, 1, 2, 3, 4]
     _, perf = await rest.call("GET", "/api/performance")
     batches = perf["batchProcessor"]

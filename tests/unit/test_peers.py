@@ -25,3 +25,21 @@ def test_a_bot_that_moved_belongs_to_its_new_replica() -> None:
     watch.joined("bot", "a")
     watch.joined("bot", "b")
     assert watch.expire(20) == []
+
+
+def test_heard_asks_for_the_list_when_new_or_after_a_gap() -> None:
+    watch = PeerWatch(silence_s=15.0, gap_s=7.5)
+    assert watch.heard("b", 0.0) is True  # first time
+    assert watch.heard("b", 5.0) is False  # heartbeats keep coming
+    assert watch.heard("b", 13.0) is True  # an 8 s gap: messages were lost
+
+
+def test_replace_turns_a_full_list_into_joined_and_left() -> None:
+    watch = PeerWatch(silence_s=15.0)
+    watch.joined("x", "b")
+    watch.joined("y", "b")
+    watch.joined("z", "c")
+    joined, gone = watch.replace("b", ["y", "w"])
+    assert (joined, gone) == (["w"], ["x"])
+    assert watch.replace("b", ["y", "w"]) == ([], [])  # idempotent
+    assert watch.expire(100.0) == []  # nobody was heard: nothing to expire
