@@ -305,10 +305,13 @@ class Node:
             npc = event["id"]
             sender = event.get("r")
             if sender is not None:  # another replica's bot
-                if kind == "joined":
+                changed = (
                     self.peers.joined(npc, sender)
-                else:
-                    self.peers.left(npc)
+                    if kind == "joined"
+                    else self.peers.left(npc, sender)
+                )
+                if not changed:
+                    return  # a full list (`online`) or the silence rule told viewers already
             self.hub.broadcast_message({"type": kind, "id": npc}, self.live.get(npc))
         elif kind == "deleted":
             npc = event["id"]

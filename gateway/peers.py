@@ -46,11 +46,20 @@ class PeerWatch:
         """When any other replica was last heard (0 if none ever was)."""
         return max(self._last_heard.values(), default=0.0)
 
-    def joined(self, npc: str, replica: str) -> None:
+    def joined(self, npc: str, replica: str) -> bool:
+        """Note that `replica` holds `npc`; False if that was already known (viewers were told)."""
+        if self._bots.get(npc) == replica:
+            return False
         self._bots[npc] = replica
+        return True
 
-    def left(self, npc: str) -> None:
-        self._bots.pop(npc, None)
+    def left(self, npc: str, replica: str) -> bool:
+        """`replica` no longer holds `npc`; False if it was not known to hold it (viewers
+        were told already, or another replica holds it now)."""
+        if self._bots.get(npc) != replica:
+            return False
+        del self._bots[npc]
+        return True
 
     def expire(self, now: float) -> list[str]:
         """Forget replicas silent for `silence_s`; the NPCs they had announced."""

@@ -10,7 +10,8 @@ def test_silent_replica_bots_expire_once() -> None:
     watch.joined("bot1", "a")
     watch.joined("bot2", "a")
     watch.joined("bot3", "b")
-    watch.left("bot2")
+    assert watch.left("bot2", "a")
+    assert not watch.left("bot2", "a")  # told once
     watch.heard("b", 10)
     assert watch.expire(14) == []
     assert watch.expire(15) == ["bot1"]  # a is silent; b was heard at 10
@@ -43,3 +44,11 @@ def test_replace_turns_a_full_list_into_joined_and_left() -> None:
     assert (joined, gone) == (["w"], ["x"])
     assert watch.replace("b", ["y", "w"]) == ([], [])  # idempotent
     assert watch.expire(100.0) == []  # nobody was heard: nothing to expire
+
+
+def test_joined_and_left_say_whether_anything_changed() -> None:
+    watch = PeerWatch(silence_s=15.0)
+    assert watch.joined("x", "b")
+    assert not watch.joined("x", "b")  # already known (a full list said so)
+    assert not watch.left("x", "c")  # c does not hold it
+    assert watch.left("x", "b")
