@@ -26,6 +26,8 @@ const FAR_BLOCKS = 2500; // a view wider than this subscribes to the whole dimen
 const ROW_H = 36;
 const EVENTS_MAX = 60;
 const SNAP_DISTANCE = 48; // farther than this in one update is a teleport: no glide
+const DIRECTORY_MS = 5000; // how often the whole registry is read again over REST
+const LABEL_CELL = 64; // px: the grid that finds colliding labels
 
 const params = new URLSearchParams(location.search);
 // The page's token: from its URL, renewed before it expires (see renewToken).
@@ -164,6 +166,59 @@ function pumpMeta() {
   }
 }
 
+// -- the registry: every NPC, over REST ----------------------------------------------------------
+// The socket carries the area on screen only. Search, the list while searching and the ONLINE
+// counter are about every NPC, so the page also reads GET /api/npcs (every page) on connect and
+// every few seconds. NPCs outside the area are "far" records, listed but not drawn.
+const directory = { byId: new Map(), far: new Map(), loaded: false, fetching: false, at: 0 };
+
+async function refreshDirectory() {
+  if (directory.fetching || !token) return;
+  directory.fetching = true;
+  try {
+    const next = new Map();
+    let cursor = null;
+    do {
+      const q = new URLSearchParams({ limit: "500" });
+      if (cursor) q.set("cursor", cursor);
+      const r = await fetch(`/api/npcs?${q}`, { headers: { Authorization: `Bearer ${token}` } });
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+      const page = await r.json();
+      for (const m of page.npcs || []) next.set(m.id, m);
+      cursor = page.next_cursor;
+    } while (cursor);
+    directory.byId = next;
+    const now = performance.now();
+    for (const [id, npc] of directory.far) {
+      const m = next.get(id);
+      if (m) applyMap(npc, m, now); else directory.far.delete(id);
+    }
+    directory.loaded = true;
+    state.listDirty = true;
+  } catch (err) {
+    console.warn("reading the NPC registry failed:", err.message);
+  } finally {
+    directory.at = performance.now();
+    directory.fetching = false;
+  }
+}
+
+// A registry NPC that the socket does not show (outside the area): a record for the list.
+function farNpc(m) {
+  let npc = directory.far.get(m.id);
+  if (!npc) {
+    npc = makeNpc(m.id);
+    npc.meta = true;
+    applyMap(npc, m, performance.now());
+    directory.far.set(m.id, npc);
+  }
+  return npc;
+}
+
+function lookup(id) {
+  return state.npcs.get(id) || directory.far.get(id) || null;
+}
+
 // -- messages -----------------------------------------------------------------------------------
 function handle(msg) {
   const now = performance.now();
@@ -172,6 +227,7 @@ function handle(msg) {
       state.tickMs = msg.tick_ms > 0 ? msg.tick_ms : 100;
       setConn("connected");
       scheduleRenewal(false);
+      refreshDirectory();
       if (state.subscription) sendSubscription(state.subscription, true);
       break;
     case "snapshot": {
@@ -464,6 +520,7 @@ function matches(npc) {
 
 function refilter() {
   for (const npc of state.all) npc.match = matches(npc);
+  for (const npc of directory.far.values()) npc.match = matches(npc);
   state.listDirty = true;
 }
 
@@ -478,13 +535,25 @@ function rebuildList() {
   const rows = [];
   const roles = {};
   const statuses = new Set();
+  // Searching lists the whole registry (every dimension); otherwise the list is what the map
+  // shows. ONLINE always counts every online NPC the gateway knows.
+  const searching = state.search !== "";
   let online = 0;
   for (const npc of state.all) {
-    if (!inDim(npc)) continue;
     if (npc.online) online++;
+    if (!searching && !inDim(npc)) continue;
     statuses.add(npc.status);
     roles[npc.role] = (roles[npc.role] || 0) + 1;
     if (npc.match) rows.push(npc);
+  }
+  if (directory.loaded) {
+    for (const m of directory.byId.values()) {
+      if (state.npcs.has(m.id)) continue;
+      if (m.online) online++;
+      if (!searching) continue;
+      const npc = farNpc(m);
+      if (npc.match) rows.push(npc);
+    }
   }
   rows.sort((a, b) => collator.compare(a.name, b.name) || collator.compare(a.id, b.id));
   state.filtered = rows;
@@ -500,7 +569,9 @@ function rebuildList() {
 
 function updateListLabel() {
   const sub = state.subscription;
-  $("list-label").textContent = sub && sub.area ? "NPCs in the area shown" : `NPCs in ${state.dim.replace("the_", "")}`;
+  $("list-label").textContent = state.search
+    ? "NPCs matching, in the whole registry"
+    : sub && sub.area ? "NPCs in the area shown" : `NPCs in ${state.dim.replace("the_", "")}`;
 }
 
 const rowPool = [];
@@ -623,14 +694,18 @@ function select(id, follow) {
   state.selected = id;
   state.following = !!(id && follow);
   state.rowsDirty = true;
-  const npc = id && state.npcs.get(id);
+  const npc = id && lookup(id);
   if (npc && npc.hasPos && npc.dim && npc.dim !== state.dim) switchDim(npc.dim, false);
+  if (npc && npc.hasPos && !state.npcs.has(id)) {
+    // Found in the registry, outside the area shown: go there; the new area's snapshot has it.
+    state.view.cx = npc.x1; state.view.cz = npc.z1; viewChanged();
+  }
   if (npc && state.following && state.view.scale < 2) { state.view.scale = 4; viewChanged(); }
   renderCard();
 }
 
 function renderCard() {
-  const npc = state.selected && state.npcs.get(state.selected);
+  const npc = state.selected && lookup(state.selected);
   if (!npc) { card.hidden = true; card.dataset.id = ""; return; }
   card.hidden = false;
   if (card.dataset.id !== npc.id) {
@@ -721,6 +796,9 @@ function zoomAt(factor, px, py) {
 function switchDim(dim, fit = true) {
   if (dim === state.dim) return;
   state.dim = dim;
+  // Whatever was under the pointer is in the other dimension now.
+  state.hover = null;
+  tooltip.hidden = true;
   state.dims.add(dim);
   renderDims();
   state.listDirty = true;
@@ -1045,16 +1123,14 @@ function frame(now) {
   ctx.lineWidth = 3;
   ctx.strokeStyle = "#0b0f14";
   ctx.fillStyle = "#e2e8f0";
-  const label = (npc) => {
-    ctx.strokeText(npc.name, npc.sx + r + 6, npc.sy);
-    ctx.fillText(npc.name, npc.sx + r + 6, npc.sy);
-  };
+  // Labels: the selected and hovered first, then everyone's when few are shown; a label that
+  // would overlap one already placed is left out, so a crowd stays readable.
+  placeLabels.reset();
+  for (const npc of [sel, hov]) if (npc && npc.vis) placeLabels.tryPlace(npc, r);
   if (drawn <= LABEL_MAX_VISIBLE && scale >= 1) {
-    for (const list of buckets.values()) for (const npc of list) label(npc);
-  } else {
-    if (hov && hov.vis) label(hov);
-    if (sel && sel.vis) label(sel);
+    for (const list of buckets.values()) for (const npc of list) if (npc !== sel && npc !== hov) placeLabels.tryPlace(npc, r);
   }
+  if (hov && !hov.vis) { state.hover = null; tooltip.hidden = true; }
 
   // Frame-rate bookkeeping.
   const dt = now - lastFrame;
@@ -1068,6 +1144,48 @@ function frame(now) {
   state.stats.rafs++;
   requestAnimationFrame(frame);
 }
+
+// Greedy label placement on a coarse grid of screen cells: a candidate is checked only against
+// labels in the cells it touches. `placed` is kept for the next frame's reader (tests).
+const placeLabels = {
+  placed: [],
+  grid: new Map(),
+  widths: new Map(),
+  reset() { this.placed = []; this.grid.clear(); },
+  width(name) {
+    let w = this.widths.get(name);
+    if (w === undefined) {
+      w = ctx.measureText(name).width;
+      if (this.widths.size > 20000) this.widths.clear();
+      this.widths.set(name, w);
+    }
+    return w;
+  },
+  tryPlace(npc, r) {
+    const x = npc.sx + r + 6;
+    const box = { id: npc.id, x0: x - 2, y0: npc.sy - 8, x1: x + this.width(npc.name) + 2, y1: npc.sy + 8 };
+    const cx0 = Math.floor(box.x0 / LABEL_CELL), cx1 = Math.floor(box.x1 / LABEL_CELL);
+    const cy0 = Math.floor(box.y0 / LABEL_CELL), cy1 = Math.floor(box.y1 / LABEL_CELL);
+    for (let gx = cx0; gx <= cx1; gx++) {
+      for (let gy = cy0; gy <= cy1; gy++) {
+        for (const o of this.grid.get(gx * 100003 + gy) || []) {
+          if (box.x0 < o.x1 && o.x0 < box.x1 && box.y0 < o.y1 && o.y0 < box.y1) return false;
+        }
+      }
+    }
+    for (let gx = cx0; gx <= cx1; gx++) {
+      for (let gy = cy0; gy <= cy1; gy++) {
+        const key = gx * 100003 + gy;
+        const cell = this.grid.get(key);
+        if (cell) cell.push(box); else this.grid.set(key, [box]);
+      }
+    }
+    this.placed.push(box);
+    ctx.strokeText(npc.name, x, npc.sy);
+    ctx.fillText(npc.name, x, npc.sy);
+    return true;
+  },
+};
 
 function traceTrail(npc, pass, cx, cz, scale, halfW, halfH) {
   // History is the ring's points but the newest (the marker is still gliding towards that
@@ -1091,6 +1209,10 @@ function traceTrail(npc, pass, cx, cz, scale, halfW, halfH) {
 // -- slow UI (a few times a second, never per frame) --------------------------------------------
 let upsCount = 0, upsT = performance.now();
 function slowTick() {
+  if (state.conn === "connected" && performance.now() - directory.at > DIRECTORY_MS) refreshDirectory();
+  // An empty gateway says how to get bots on the map.
+  const empty = state.conn === "connected" && directory.loaded && directory.byId.size === 0 && state.all.length === 0;
+  if ($("empty").hidden === empty) $("empty").hidden = !empty;
   if (state.listDirty) rebuildList();
   if (state.rowsDirty) renderRows();
   flushEvents();
@@ -1246,7 +1368,12 @@ $("zoom-in").onclick = () => zoomAt(1.5, canvas.clientWidth / 2, canvas.clientHe
 $("zoom-out").onclick = () => zoomAt(1 / 1.5, canvas.clientWidth / 2, canvas.clientHeight / 2);
 $("zoom-fit").onclick = () => fitView();
 $("dim").onchange = (ev) => switchDim(ev.target.value);
-$("search").oninput = (ev) => { state.search = ev.target.value.trim().toLowerCase(); refilter(); };
+$("search").oninput = (ev) => {
+  state.search = ev.target.value.trim().toLowerCase();
+  refilter();
+  updateListLabel();
+  if (state.search && performance.now() - directory.at > 1000) refreshDirectory();
+};
 $("status").onchange = (ev) => { state.statusFilter = ev.target.value; refilter(); };
 $("online-only").onchange = (ev) => { state.onlineOnly = ev.target.checked; refilter(); };
 $("roles").addEventListener("click", (ev) => {
@@ -1282,6 +1409,7 @@ window.__aicraft = {
     return { id: n.id, name: n.name, role: n.role, status: n.status, online: n.online, dim: n.dim, x: n.x1, y: n.y, z: n.z1, drawX: x, drawZ: z, visible: n.vis };
   },
   listed() { return state.filtered.map((n) => n.id); },
+  labels() { return placeLabels.placed.map((b) => ({ ...b })); },
   token() { return token; },
   stats: state.stats,
   decode,
@@ -1291,10 +1419,11 @@ window.__aicraft = {
 
 renderLegend();
 renderDims();
+for (const el of document.querySelectorAll("#empty .ws-url")) el.textContent = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`;
 updateListLabel();
 if (!token) {
   setConn("unauthorized", "no token");
-  showBanner("Open this page with ?token=<viewer token> (python -m gateway token --role viewer --sub you)");
+  showBanner("Open this page with ?token=<viewer token> (make -s token ROLE=viewer SUB=you)");
 } else {
   connect();
 }
