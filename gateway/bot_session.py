@@ -17,6 +17,8 @@ from gateway.keys import CLAIMS, NODE
 from gateway.node import Node, now_ms
 from gateway.protocol import (
     BOT_TYPES,
+    COMMAND_ID_RE,
+    MAX_FRAME_BYTES,
     CloseCode,
     Encoding,
     ErrorCode,
@@ -38,7 +40,11 @@ from gateway.token_deadline import TokenDeadline
 
 log = logging.getLogger(__name__)
 
-BOT_OUTBOX_MAX = 256
+NOT_YOUR_COMMAND = "that command was not sent to this NPC"
+
+BOT_OUTBOX_BYTES = 1 << 20  # unsent output per bot (§6.3), beyond the socket's own buffer
+EARLY_FRAMES_BYTES = 1 << 20  # input held before `welcome` may leave; a flood beyond is dropped
+SENT_COMMANDS_KEPT = 1024  # older ids are checked against the command records instead
 
 
 class BotSession:
@@ -50,6 +56,9 @@ class BotSession:
         "_jobs",
         "_open",
         "_outbox",
+        "_outbox_bytes",
+        "_progress_at",
+        "_sent_commands",
         "_writer",
         "announce_left",
         "deadline",
@@ -60,6 +69,7 @@ class BotSession:
         "npc_id",
         "opcode",
         "replaced",
+        "transport",
         "ws",
     )
 
@@ -82,10 +92,15 @@ class BotSession:
         self.announce_left = True  # False when the NPC was deleted: `left` went out already
         # Outgoing frames are written at once while the socket keeps up; they queue here (and
         # a writer task awaits the drain) only when it does not, or before `welcome` may go.
-        self._outbox: list[bytes] = []  # rarely used, at most BOT_OUTBOX_MAX: a list is smaller
+        self._outbox: list[bytes] = []  # rarely used: a list is smaller than a deque
+        self._outbox_bytes = 0  # queued, including the batch the writer task is sending
+        self._progress_at = 0.0  # monotonic time the outbox last moved (or started filling)
+        self.transport: asyncio.Transport | None = None  # aborted if a close cannot get out
         self._open = False  # set once presence holds the bot: `welcome` may leave
         self._writer: asyncio.Task[None] | None = None
-        self._jobs: set[asyncio.Task[Any]] | None = None  # path/mining requests in flight
+        self._jobs: set[asyncio.Task[Any]] | None = None  # path/mining requests, ack checks
+        # Command ids this connection was sent (oldest first): their acks need no look-up.
+        self._sent_commands: dict[str, None] | None = None
         settings = node.settings
         self.flood = FloodGuard(
             settings.rate_per_s,
@@ -106,14 +121,38 @@ class BotSession:
             await self.ws.ping()
 
     def send_message(self, message: dict[str, Any]) -> bool:
-        if self.ws.closed or len(self._outbox) >= BOT_OUTBOX_MAX:
+        """Queue a message; False (nothing queued) if the socket is closed or the outbox is
+        full: a bot that does not read gets no more than BOT_OUTBOX_BYTES held for it."""
+        if self.ws.closed:
             return False
         payload = encode(message, self.encoding)
-        if self._open and not self._outbox and write_now(self.ws, payload, self.opcode):
+        queued = self._outbox_bytes
+        if self._open and queued == 0 and write_now(self.ws, payload, self.opcode):
             return True
+        if queued + len(payload) > BOT_OUTBOX_BYTES:
+            return False
+        if queued == 0:
+            self._progress_at = time.monotonic()
         self._outbox.append(payload)
+        self._outbox_bytes = queued + len(payload)
         if self._open:
             self._start_writer()
+        return True
+
+    def stalled_for(self, now: float) -> float:
+        """How long output has waited without the bot reading any of it (0 if none waits)."""
+        return now - self._progress_at if self._outbox_bytes else 0.0
+
+    def send_command(self, message: dict[str, Any]) -> bool:
+        """Deliver an operator's command, remembering its id: only this NPC may ack it."""
+        if not self.send_message(message):
+            return False
+        sent = self._sent_commands
+        if sent is None:
+            sent = self._sent_commands = {}
+        sent[message["id"]] = None
+        if len(sent) > SENT_COMMANDS_KEPT:
+            del sent[next(iter(sent))]
         return True
 
     def _start_writer(self) -> None:
@@ -121,16 +160,28 @@ class BotSession:
             self._writer = self.node.tasks.spawn(self._write_loop(), "bot-writer")
 
     async def close(self, code: int, message: str) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):
+        """Close the socket; abort it if the peer is too stuck to take a close frame."""
+        try:
             await asyncio.wait_for(self.ws.close(code=code, message=message.encode()), 2.0)
+        except TimeoutError:  # the close frame is stuck behind output the bot never reads
+            if self.transport is not None:
+                self.transport.abort()
+        except (ConnectionError, RuntimeError):
+            pass
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
         """Drain the outbox, awaiting the socket's drain; ends when the outbox is empty."""
+        ws, opcode = self.ws, self.opcode
         with contextlib.suppress(ConnectionError, RuntimeError, asyncio.CancelledError):
-            while self._outbox and not self.ws.closed:
-                await self.ws.send_frame(self._outbox.pop(0), self.opcode)
+            while self._outbox and not ws.closed:
+                # Take the whole list: popping from its front would be quadratic.
+                batch, self._outbox = self._outbox, []
+                for payload in batch:
+                    await ws.send_frame(payload, opcode)
+                    self._outbox_bytes -= len(payload)
+                    self._progress_at = time.monotonic()
 
     async def run(self) -> None:
         node = self.node
@@ -205,11 +256,15 @@ class BotSession:
         if frame_type is WSMsgType.PONG:
             return
         if self._early is not None:
-            if len(self._early) < BOT_OUTBOX_MAX:  # a bot that floods before welcome loses some
+            # A bot that floods before `welcome` loses what is beyond the bound.
+            if sum(len(d) for _, d in self._early) + len(data) <= EARLY_FRAMES_BYTES:
                 self._early.append((frame_type, data))
             return
         if self._closing:
             return  # drain what is in flight until the peer answers our close
+        if len(data) > MAX_FRAME_BYTES:  # aiohttp enforces it too; the contract is ours
+            self._close_once(CloseCode.TOO_BIG, "frame over 64 KiB")
+            return
         node = self.node
         verdict = self.flood.check(now)
         if verdict != "ok":
@@ -234,6 +289,8 @@ class BotSession:
             self._dispatch(kind, ref, msg)
         except ProtocolError as err:
             self.send_message(err.to_message())
+        except Exception:  # a bug, not the client's fault: keep the connection, log it
+            log.exception("bot frame handler failed")
 
     def _dispatch(self, kind: str, ref: Any, msg: dict[str, Any]) -> None:
         node, npc = self.node, self.npc_id
@@ -249,7 +306,13 @@ class BotSession:
             name, data = parse_event(msg, ref)
             node.accept_event(npc, name, data, ref)
         elif kind == "ack":
-            node.command_acked(npc, parse_ack(msg, ref))
+            command_id = parse_ack(msg, ref)
+            if self._sent_commands is not None and command_id in self._sent_commands:
+                node.command_acked(npc, command_id)
+            elif not COMMAND_ID_RE.fullmatch(command_id):
+                raise ProtocolError(ErrorCode.FORBIDDEN, NOT_YOUR_COMMAND, ref)
+            else:  # sent on an earlier connection, or not to this NPC: ask the record
+                self._track(self.node.tasks.spawn(self._ack_checked(command_id, ref), "ack"))
         elif kind in ("path", "mining_plan"):
             self._start_job(kind, ref, msg)
         elif kind == "auth":
@@ -259,6 +322,21 @@ class BotSession:
                 reply["ref"] = ref
             self.send_message(reply)
 
+    async def _ack_checked(self, command_id: str, ref: Any) -> None:
+        commands = self.node.commands
+        if await commands.recipient(command_id) == self.npc_id:
+            await commands.acked(self.npc_id, command_id)
+        else:
+            self.send_message(
+                ProtocolError(ErrorCode.FORBIDDEN, NOT_YOUR_COMMAND, ref).to_message()
+            )
+
+    def _track(self, job: asyncio.Task[Any]) -> None:
+        if self._jobs is None:
+            self._jobs = set()
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
     def _start_job(self, kind: str, ref: Any, msg: dict[str, Any]) -> None:
         pool = getattr(self.node, "worker_pool", None)
         if pool is None:
@@ -266,11 +344,7 @@ class BotSession:
         from gateway.workers import run_mining_plan, run_path
 
         runner = run_path if kind == "path" else run_mining_plan
-        job = self.node.tasks.spawn(self._job(runner, pool, ref, msg), kind)
-        if self._jobs is None:
-            self._jobs = set()
-        self._jobs.add(job)
-        job.add_done_callback(self._jobs.discard)
+        self._track(self.node.tasks.spawn(self._job(runner, pool, ref, msg), kind))
 
     async def _job(self, runner: Any, pool: Any, ref: Any, msg: dict[str, Any]) -> None:
         try:
@@ -279,15 +353,16 @@ class BotSession:
             err.ref = ref if err.ref is None else err.ref
             self.send_message(err.to_message())
 
+    def _close_once(self, code: int, why: str) -> None:
+        if not self._closing:
+            # Close once; the receive loop keeps draining (and dropping) input meanwhile,
+            # so the socket is not reset with unread data and the close frame arrives.
+            self._closing = True
+            self.node.tasks.spawn(self.close(code, why), "close-bot")
+
     def _flooded(self, verdict: str) -> None:
         if verdict == "close":
-            if not self._closing:
-                # Close once; the receive loop keeps draining (and dropping) input meanwhile,
-                # so the socket is not reset with unread data and the close frame arrives.
-                self._closing = True
-                self.node.tasks.spawn(
-                    self.close(CloseCode.POLICY, "persistent flooding"), "close-flooder"
-                )
+            self._close_once(CloseCode.POLICY, "persistent flooding")
         elif verdict == "reject":
             self.send_message(RATE_LIMITED)
 
@@ -304,6 +379,7 @@ async def npc_endpoint(request: web.Request) -> web.StreamResponse:
         log.warning("store unavailable: %s connects unregistered for now", claims.sub)
         node.registrations.add(claims.sub)
     session = BotSession(node, claims.sub, claims)
+    session.transport = request.transport  # type: ignore[assignment]
     await session.ws.prepare(request)
     await session.run()
     return session.ws

@@ -98,7 +98,7 @@ class CommandRouter:
         bot = self.hub.bots.get(npc_id)
         if bot is None:
             return "not_connected"
-        if not bot.send_message(message):
+        if not bot.send_command(message):
             return "not_reading"
         self.delivered += 1
         return "ok"
@@ -121,6 +121,14 @@ class CommandRouter:
             waiter = self._waiting.get(msg["id"])
             if waiter is not None and not waiter.done():
                 waiter.set_result(str(msg["ok"]))
+
+    async def recipient(self, command_id: str) -> str | None:
+        """The NPC a command was sent to, from its delivery record (None if unknown)."""
+        try:
+            raw = await self.cache.get(_record_key(command_id))
+        except Exception:
+            return None
+        return orjson.loads(raw).get("npc") if raw else None
 
     async def acked(self, npc_id: str, command_id: str | int) -> None:
         self.acks += 1

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+MIN_SECRET_BYTES = 32  # HMAC-SHA256 key: shorter is guessable (§6.1)
 
 
 class ConfigError(ValueError):
@@ -25,6 +28,17 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def _origins(raw: str | None) -> tuple[str, ...] | None:
+    """`GATEWAY_ALLOWED_ORIGINS`: comma-separated origins (`https://host[:port]`); unset: any."""
+    if raw is None or not raw.strip():
+        return None
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if "://" not in origin:
+            raise ConfigError(f"GATEWAY_ALLOWED_ORIGINS: {origin!r} is not scheme://host[:port]")
+    return origins
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +69,12 @@ class Settings:
     rest_write_burst: int = 200
     # Slow viewers are closed after this long without a send completing.
     viewer_stall_s: float = 10.0
+    # Bots with unsent output are closed (1008) after this long without a send completing.
+    bot_stall_s: float = 10.0
     # Start the worker processes with the app (True) or on the first task (tests).
     eager_workers: bool = True
+    # Browsers' Origin values allowed to open a WebSocket; None: any (and requests without one).
+    allowed_origins: tuple[str, ...] | None = None
 
     @property
     def sqlite_path(self) -> Path:
@@ -66,7 +84,8 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         data_dir = Path(env.get("GATEWAY_DATA_DIR") or "./var")
-        secret = env.get("GATEWAY_SECRET") or load_or_create_secret(data_dir)
+        given = env.get("GATEWAY_SECRET")
+        secret = check_secret(given, "GATEWAY_SECRET") if given else load_or_create_secret(data_dir)
         return cls(
             database_url=env.get("GATEWAY_DATABASE_URL") or None,
             redis_url=env.get("GATEWAY_REDIS_URL") or None,
@@ -85,23 +104,45 @@ class Settings:
             rate_burst=_int(env, "GATEWAY_RATE_BURST", 100, minimum=1),
             rest_write_per_s=float(_int(env, "GATEWAY_REST_WRITES_PER_S", 100, minimum=1)),
             rest_write_burst=_int(env, "GATEWAY_REST_WRITES_BURST", 200, minimum=1),
+            allowed_origins=_origins(env.get("GATEWAY_ALLOWED_ORIGINS")),
         )
 
 
+def check_secret(secret: str, source: str) -> str:
+    """`secret` if it is long enough to sign tokens with; a ConfigError saying why not."""
+    size = len(secret.encode())
+    if size < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"{source} holds a {size}-byte secret; tokens need at least {MIN_SECRET_BYTES} bytes"
+            " (unset GATEWAY_SECRET and delete the file to have one generated)"
+        )
+    return secret
+
+
 def load_or_create_secret(data_dir: Path) -> str:
-    """Read the token secret from the data dir, creating it (mode 0600) on first use."""
+    """Read the token secret from the data dir, creating it (mode 0600) on first use.
+
+    Created whole or not at all: the value is written to a private temp file, then linked to
+    its name. `link` fails if the name exists, so of replicas starting at once one creates it
+    and the others read that complete file (never an empty or half-written one).
+    """
     path = data_dir / "secret"
     try:
-        return path.read_text().strip()
+        return check_secret(path.read_text().strip(), str(path))
     except FileNotFoundError:
         pass
     data_dir.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(48)
-    # O_EXCL: if two processes race, one creates and the other reads what it wrote.
+    fd, tmp = tempfile.mkstemp(prefix=".secret-", dir=data_dir)  # mode 0600
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(value)
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return check_secret(path.read_text().strip(), str(path))
+    finally:
+        os.unlink(tmp)
     return value

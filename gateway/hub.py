@@ -28,6 +28,10 @@ class BotLink(Protocol):
 
     def send_message(self, message: dict[str, Any]) -> bool: ...
 
+    def send_command(self, message: dict[str, Any]) -> bool: ...
+
+    def stalled_for(self, now: float) -> float: ...
+
     async def close(self, code: int, message: str) -> None: ...
 
     def ping(self) -> None: ...
@@ -48,6 +52,7 @@ class Hub:
         stall_timeout_s: float = 10.0,
         telemetry: Telemetry | None = None,
         tasks: TaskOwner | None = None,
+        bot_stall_s: float = 10.0,
     ) -> None:
         self.telemetry = telemetry or Telemetry()
         self.tasks = tasks or TaskOwner("hub")  # the closes it starts
@@ -56,6 +61,9 @@ class Hub:
         self.stall_timeout_s = stall_timeout_s
         self.frames_broadcast = 0
         self.viewers_closed_slow = 0
+        self.bot_stall_s = bot_stall_s
+        self.bots_closed_slow = 0
+        self._closing_slow: set[BotLink] = set()
 
     # -- bots ---------------------------------------------------------------------------------
 
@@ -67,6 +75,7 @@ class Hub:
 
     def detach_bot(self, link: BotLink) -> bool:
         """Forget the session if it is still the current one for its NPC."""
+        self._closing_slow.discard(link)
         if self.bots.get(link.npc_id) is link:
             del self.bots[link.npc_id]
             return True
@@ -156,6 +165,24 @@ class Hub:
         stalled = [v for v in self.viewers if v.stalled_for(now) >= self.stall_timeout_s]
         for viewer in stalled:
             self._close_slow(viewer, f"no progress for {self.stall_timeout_s:.0f} s")
+        return len(stalled) + self._close_stalled_bots(now)
+
+    def _close_stalled_bots(self, now: float) -> int:
+        """Bots that have not read their output for `bot_stall_s` are closed with 1008, like
+        slow viewers: what waits for them is bounded in bytes, and it must not wait forever."""
+        limit = self.bot_stall_s
+        stalled = [
+            b
+            for b in self.bots.values()
+            if b not in self._closing_slow and b.stalled_for(now) >= limit
+        ]
+        for bot in stalled:
+            self._closing_slow.add(bot)
+            self.bots_closed_slow += 1
+            log.info("closing a bot that does not read: %s", bot.npc_id)
+            self.tasks.spawn(
+                bot.close(CloseCode.POLICY, f"no progress for {limit:.0f} s"), "close-slow-bot"
+            )
         return len(stalled)
 
     def sweep_idle_bots(self, idle_s: float, now: float | None = None) -> int:

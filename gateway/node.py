@@ -83,7 +83,9 @@ class Node:
         # Every background task of this replica (closes, acks, jobs): failures are logged,
         # shutdown awaits them.
         self.tasks = TaskOwner("node")
-        self.hub = Hub(settings.viewer_stall_s, self.telemetry, self.tasks)
+        self.hub = Hub(
+            settings.viewer_stall_s, self.telemetry, self.tasks, bot_stall_s=settings.bot_stall_s
+        )
         self._window_started: float | None = None  # monotonic time of the window's first update
         self.store = GuardedStore(store, self.breakers[DATABASE_BREAKER])
         self.bus = bus

@@ -17,17 +17,20 @@ import orjson
 
 from gateway.types import MetricRow, PositionUpdate
 
-MAX_FRAME_BYTES = 64 * 1024
+MAX_FRAME_BYTES = 64 * 1024  # inclusive: a frame of exactly this size is accepted
+MAX_DEPTH = 32  # nesting of event data, command args, profiles (the value itself is level 1)
 MAX_COORD = 30_000_000
 MIN_Y, MAX_Y = -2048, 2048
 MAX_NAME = 64
 MAX_DIM = 64
 MAX_TOKEN = 4096  # characters of a refresh token (a JWT is a few hundred)
 DEFAULT_DIM = "overworld"
+MIN_INT, MAX_INT_EXCLUSIVE = -(2**63), 2**64  # what both encodings carry
 MAX_TS_MS = 2**53  # exact in every encoding and in a float; far past any real clock
 
 STATUS_RE = re.compile(r"[a-z0-9_-]{1,32}")
 NPC_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+COMMAND_ID_RE = re.compile(r"[0-9a-f]{32}")  # what CommandRouter issues (uuid4 hex)
 
 
 class Encoding(StrEnum):
@@ -225,20 +228,59 @@ def parse_metric(msg: dict[str, Any], npc_id: str, ref: Any, now_ms: int) -> Met
     return MetricRow(npc_id, name, value, ts_ms)
 
 
+def json_value_problem(value: Any, depth: int = 1) -> str | None:
+    """Why `value` cannot travel in both encodings (§6.3), or None when it can.
+
+    Checked where values enter, because a value orjson cannot write (bytes, ext types,
+    non-string keys, NaN, nesting past 254) would otherwise fail only when it is forwarded.
+    """
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return None
+    if kind is int:
+        return None if MIN_INT <= value < MAX_INT_EXCLUSIVE else "integers must be in [-2^63, 2^64)"
+    if kind is float:
+        return None if value - value == 0.0 else "numbers must be finite"
+    if kind is dict or kind is list:
+        if depth > MAX_DEPTH:
+            return f"values may be nested at most {MAX_DEPTH} deep"
+        if kind is dict:
+            for key in value:
+                if type(key) is not str:
+                    return "map keys must be strings"
+            items = value.values()
+        else:
+            items = value
+        for item in items:
+            problem = json_value_problem(item, depth + 1)
+            if problem is not None:
+                return problem
+        return None
+    return f"{kind.__name__} values cannot be carried as JSON"
+
+
+def check_json_map(value: Any, what: str, ref: Any = None) -> dict[str, Any]:
+    """`value` if it is a map JSON can carry; `bad_message` otherwise."""
+    if type(value) is not dict:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{what} must be a map", ref)
+    problem = json_value_problem(value)
+    if problem is not None:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{what}: {problem}", ref)
+    return value
+
+
 def parse_event(msg: dict[str, Any], ref: Any) -> tuple[str, dict[str, Any]]:
     name = _string(msg, "name", ref, MAX_NAME)
     data = msg.get("data")
     if data is None:
-        data = {}
-    elif type(data) is not dict:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, "data must be a map", ref)
-    return name, data
+        return name, {}
+    return name, check_json_map(data, "data", ref)
 
 
-def parse_ack(msg: dict[str, Any], ref: Any) -> str | int:
+def parse_ack(msg: dict[str, Any], ref: Any) -> str:
     cid = msg.get("id")
     if type(cid) is int or (type(cid) is str and 0 < len(cid) <= 128):
-        return cid
+        return str(cid)
     raise ProtocolError(ErrorCode.BAD_MESSAGE, "id must be a command id", ref)
 
 

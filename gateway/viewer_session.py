@@ -12,6 +12,7 @@ from gateway import PROTOCOL_VERSION
 from gateway.keys import CLAIMS, NODE
 from gateway.node import Node
 from gateway.protocol import (
+    MAX_FRAME_BYTES,
     VIEWER_TYPES,
     CloseCode,
     ErrorCode,
@@ -105,6 +106,9 @@ async def _viewer_receive_loop(
             break
         if frame.type is not WSMsgType.TEXT and frame.type is not WSMsgType.BINARY:
             continue
+        if len(frame.data) > MAX_FRAME_BYTES:  # aiohttp enforces it too; the contract is ours
+            await viewer.close(CloseCode.TOO_BIG, "frame over 64 KiB")
+            break
         verdict = flood.check(time.monotonic())
         if verdict == "close":
             await viewer.close(CloseCode.POLICY, "persistent flooding")

@@ -34,9 +34,19 @@ def required_roles(method: str, path: str) -> frozenset[Role] | None:
     return frozenset({Role.ADMIN})
 
 
+def origin_allowed(allowed: tuple[str, ...] | None, origin: str | None) -> bool:
+    """Browsers send `Origin` on every WebSocket upgrade; other clients need not. With a list
+    configured, a browser page from elsewhere cannot ride on a user's token (§6.3 additions)."""
+    return allowed is None or origin is None or origin.rstrip("/") in allowed
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     roles = required_roles(request.method, request.path)
+    if request.path in WEBSOCKET_ROLES and not origin_allowed(
+        request.app[SETTINGS].allowed_origins, request.headers.get("Origin")
+    ):
+        return error_response(403, "forbidden", "this origin may not open a WebSocket here")
     if roles is None:
         return await handler(request)
     token = bearer_from(request.headers.get("Authorization"), request.query.get("token"))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.api.errors import ApiError, json_response, read_json
+from gateway.api.errors import ApiError, json_map, json_response, read_json
 from gateway.commands import NotConfirmed, NotConnected, NotReading
 from gateway.keys import NODE
-from gateway.protocol import NPC_ID_RE
+from gateway.protocol import COMMAND_ID_RE, NPC_ID_RE
 
 MAX_ACTION = 64
 MAX_COMMAND_BYTES = 16 * 1024
@@ -26,8 +26,7 @@ async def send_command(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_message", f"action must be a string of 1-{MAX_ACTION}")
     if args is None:
         args = {}
-    if type(args) is not dict:
-        raise ApiError(400, "bad_message", "args must be a JSON object")
+    args = json_map(args, "args")
     try:
         command_id = await node.commands.send(npc_id, action, args)
     except NotConnected:
@@ -42,7 +41,10 @@ async def send_command(request: web.Request) -> web.Response:
 
 
 async def get_command(request: web.Request) -> web.Response:
-    record = await request.app[NODE].commands.lookup(request.match_info["command_id"])
+    command_id = request.match_info["command_id"]
+    if not COMMAND_ID_RE.fullmatch(command_id):  # also keeps ids out of other cache keys
+        raise ApiError(404, "not_found", "no such command")
+    record = await request.app[NODE].commands.lookup(command_id)
     if record is None:
         raise ApiError(404, "not_found", "no such command (records are kept 5 minutes)")
     return json_response(record)

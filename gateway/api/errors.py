@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.protocol import ProtocolError, check_json_map
 from gateway.store import StoreUnavailable
 
 
@@ -25,8 +26,14 @@ class ApiError(Exception):
         self.message = message
 
 
+RETRY_AFTER_S = 1  # what a 503 tells the client to wait (§6.3): outages here last seconds
+
+
 def error_response(status: int, code: str, message: str) -> web.Response:
-    return json_response({"error": {"code": code, "message": message}}, status)
+    response = json_response({"error": {"code": code, "message": message}}, status)
+    if status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
 
 
 _HTTP_CODES = {
@@ -66,14 +73,39 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(500, "internal", "internal error; see the gateway log")
 
 
-async def read_json(request: web.Request, max_bytes: int = 1 << 20) -> Any:
-    """The request body as JSON, or a 400/413 ApiError."""
+MAX_BODY_BYTES = 1 << 20  # the default REST body limit (1 MiB); handlers may set a lower one
+
+
+async def read_body(request: web.Request, max_bytes: int = MAX_BODY_BYTES) -> bytes:
+    """The whole request body however the stream is segmented (Content-Length or chunked),
+    or a 413 ApiError as soon as it is known to exceed `max_bytes`."""
+    too_large = ApiError(413, "too_large", f"body over {max_bytes} bytes")
     if request.content_length is not None and request.content_length > max_bytes:
-        raise ApiError(413, "too_large", f"body over {max_bytes} bytes")
-    body = await request.content.read(max_bytes + 1)
-    if len(body) > max_bytes:
-        raise ApiError(413, "too_large", f"body over {max_bytes} bytes")
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large
+        chunks.append(chunk)
+
+
+async def read_json(request: web.Request, max_bytes: int = MAX_BODY_BYTES) -> Any:
+    """The request body as JSON, or a 400/413 ApiError."""
+    body = await read_body(request, max_bytes)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         raise ApiError(400, "bad_message", "body is not valid JSON") from None
+
+
+def json_map(value: Any, what: str) -> dict[str, Any]:
+    """`value` if it is a map JSON can carry (§6.3: ≤ 32 deep), else a 400 `bad_message`."""
+    try:
+        return check_json_map(value, what)
+    except ProtocolError as err:
+        raise ApiError(400, "bad_message", err.message) from None

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.api.errors import ApiError, json_response, read_json
+from gateway.api.errors import ApiError, json_map, json_response, read_json
 from gateway.keys import NODE
 from gateway.protocol import NPC_ID_RE, STATUS_RE, clean_text
 from gateway.store import NpcExists
@@ -191,9 +191,7 @@ async def get_profile(request: web.Request) -> web.Response:
 async def put_profile(request: web.Request) -> web.Response:
     registry = request.app[NODE].registry
     npc_id = _npc_id(request)
-    profile = await read_json(request, MAX_PROFILE_BYTES)
-    if type(profile) is not dict:
-        raise _bad("a profile is a JSON object")
+    profile = json_map(await read_json(request, MAX_PROFILE_BYTES), "a profile")
     encoded = orjson.dumps(profile)
     if len(encoded) > MAX_PROFILE_BYTES:
         raise ApiError(413, "too_large", "a profile is at most 64 KiB")

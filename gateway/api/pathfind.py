@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.api.errors import MAX_BODY_BYTES, ApiError, error_response, read_json
 from gateway.protocol import ErrorCode, ProtocolError
 from gateway.workers import WORKER_POOL
 from gateway.workers.tasks import run_mining_plan, run_path
@@ -31,15 +32,11 @@ def _json(payload: Any, status: int = 200) -> web.Response:
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
-    return _json({"error": {"code": code, "message": message}}, status)
+    return error_response(status, code, message)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, "the body is not JSON") from None
+    body = await read_json(request, MAX_BODY_BYTES)
     if type(body) is not dict:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "the body must be a JSON object")
     return body
@@ -55,6 +52,8 @@ async def pathfind(request: web.Request) -> web.Response:
         result = await run_path(request.app[WORKER_POOL], await _body(request), owner=None)
     except ProtocolError as exc:
         return _error(_STATUS.get(exc.code, 400), exc.code.value, exc.message)
+    except ApiError as exc:  # the body: not JSON, or over the limit (works without middleware)
+        return _error(exc.status, exc.code, exc.message)
     return _json(result)
 
 
@@ -64,6 +63,8 @@ async def mining_strategy(request: web.Request) -> web.Response:
         result = await run_mining_plan(request.app[WORKER_POOL], await _body(request), owner=None)
     except ProtocolError as exc:
         return _error(_STATUS.get(exc.code, 400), exc.code.value, exc.message)
+    except ApiError as exc:  # the body: not JSON, or over the limit (works without middleware)
+        return _error(exc.status, exc.code, exc.message)
     if not result["ok"]:
         error = result["error"]
         return _error(_FAILURE_STATUS.get(error, 500), error, result["message"])

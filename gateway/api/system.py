@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.errors import ApiError, json_response
+from gateway.api.errors import RETRY_AFTER_S, ApiError, json_response
 from gateway.breaker import BreakerStatus
 from gateway.datafiles import openapi_path
 from gateway.keys import NODE
@@ -23,10 +23,13 @@ async def health(request: web.Request) -> web.Response:
     keeps 200: every replica shares the dependency, so failing over to another helps no one."""
     node = request.app[NODE]
     degraded = [b.name for b in node.breakers if b.state is not BreakerStatus.CLOSED]
-    return json_response(
+    response = json_response(
         {"status": node.state, "replica": node.replica, "degraded": sorted(degraded)},
         200 if node.state == "ok" else 503,
     )
+    if node.state != "ok":
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
 
 
 def performance_figures(node: Node) -> dict[str, Any]:

@@ -50,3 +50,14 @@ def test_token_uses_the_data_dir_secret(tmp_path: Path) -> None:
 def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:
     done = _gateway("serve", env={"GATEWAY_DATA_DIR": str(tmp_path), "GATEWAY_TICK_MS": "soon"})
     assert done.returncode == 2 and "GATEWAY_TICK_MS must be an integer" in done.stderr
+
+
+def test_serve_refuses_a_short_secret(tmp_path: Path) -> None:
+    done = _gateway(
+        "serve", "--port", "1", env={"GATEWAY_DATA_DIR": str(tmp_path), "GATEWAY_SECRET": "short"}
+    )
+    assert done.returncode != 0
+    assert "at least 32 bytes" in done.stderr and "GATEWAY_SECRET" in done.stderr
+    (tmp_path / "secret").write_text("")  # a file left empty by a crash mid-write
+    done = _gateway("serve", "--port", "1", env={"GATEWAY_DATA_DIR": str(tmp_path)})
+    assert done.returncode != 0 and "0-byte secret" in done.stderr
