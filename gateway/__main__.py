@@ -18,11 +18,11 @@ log = logging.getLogger("gateway")
 
 
 async def serve(settings: Settings, host: str, port: int) -> None:
-    from gateway.app import create_app
+    from gateway.app import create_app, make_runner
     from gateway.keys import NODE
 
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    runner = make_runner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, backlog=2048)
     await site.start()

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -152,6 +153,18 @@ def create_app(settings: Settings, *, broker: MemoryBroker | None = None) -> web
     tokens.add_routes(app)
     _add_optional_routes(app)
     return app
+
+
+def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
+    """The runner every server of this app uses (serve, tests, scripts).
+
+    aiohttp's `keepalive_timeout` also runs from the moment a connection opens and closes it
+    while no complete request head has arrived; its default (an hour) let silent or half-sent
+    heads hold sockets forever. Once a request is being handled (a WebSocket included, on
+    either the direct-dispatch or the ordinary path) the timer no longer applies.
+    """
+    kwargs.setdefault("keepalive_timeout", app[SETTINGS].head_timeout_s)
+    return web.AppRunner(app, **kwargs)
 
 
 async def _drain(app: web.Application) -> None:

@@ -71,6 +71,9 @@ class Settings:
     viewer_stall_s: float = 10.0
     # Bots with unsent output are closed (1008) after this long without a send completing.
     bot_stall_s: float = 10.0
+    # A connection without a complete request head this long after it opened (or after its
+    # last response) is closed: idle and half-sent heads cannot pile up (§6.3).
+    head_timeout_s: float = 15.0
     # Start the worker processes with the app (True) or on the first task (tests).
     eager_workers: bool = True
     # Browsers' Origin values allowed to open a WebSocket; None: any (and requests without one).

@@ -27,7 +27,7 @@ from aiohttp import web
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.app import create_app
+from gateway.app import create_app, make_runner
 from gateway.auth import issue_token
 from gateway.bus import MemoryBroker
 from gateway.config import Settings
@@ -161,7 +161,7 @@ async def running_gateway(
     settings: Settings, broker: MemoryBroker | None = None
 ) -> AsyncIterator[RunningGateway]:
     app = create_app(settings, broker=broker)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
+    runner = make_runner(app, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from websockets.exceptions import InvalidStatus
 
-from gateway.app import create_app
+from gateway.app import create_app, make_runner
 from gateway.client import BotClient, GatewayError, NotConnected, ViewerClient
 from gateway.config import Settings
 from tests.harness import RunningGateway, free_port, gateway_settings, running_gateway, token
@@ -26,7 +26,7 @@ async def gw(tmp_path: Path) -> AsyncIterator[RunningGateway]:
 @contextlib.asynccontextmanager
 async def serving(settings: Settings, port: int) -> AsyncIterator[None]:
     """A gateway on a fixed port, so a test can stop it and bring it back on the same address."""
-    runner = web.AppRunner(create_app(settings), handle_signals=False, shutdown_timeout=2.0)
+    runner = make_runner(create_app(settings), handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True).start()
     try:
