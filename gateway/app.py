@@ -113,7 +113,7 @@ def create_app(settings: Settings, *, broker: MemoryBroker | None = None) -> web
         except ImportError:  # pathfinding not built into this version
             yield
             return
-        pool = WorkerPool(settings.workers)
+        pool = WorkerPool(settings.workers, max_per_owner=settings.path_in_flight)
         if settings.eager_workers:
             # Workers warm up (import, JIT) in the background; requests queue until ready.
             await pool.start(wait_ready=False)

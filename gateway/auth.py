@@ -76,3 +76,8 @@ def bearer_from(authorization: str | None, query_token: str | None) -> str | Non
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
     return query_token or None
+
+
+def owner_key(role: str, sub: str) -> str:
+    """One client, for per-client limits: a bot over WebSocket and over REST alike."""
+    return f"{role}:{sub}"

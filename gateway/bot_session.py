@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from gateway import PROTOCOL_VERSION
-from gateway.auth import Claims
+from gateway.auth import Claims, owner_key
 from gateway.direct_ws import DIRECT_DISPATCH, DirectWebSocketResponse, write_now
 from gateway.keys import CLAIMS, NODE
 from gateway.node import Node, now_ms
@@ -232,7 +232,7 @@ class BotSession:
             job.cancel()
         canceller = getattr(node, "worker_pool", None)
         if canceller is not None:
-            canceller.cancel_owner(self.npc_id)
+            canceller.cancel_owner(owner_key("npc", self.npc_id))
         if node.hub.detach_bot(self) and not self.replaced:
             await node.presence.release(self.npc_id, node.replica)
             if self.announce_left:
@@ -348,7 +348,7 @@ class BotSession:
 
     async def _job(self, runner: Any, pool: Any, ref: Any, msg: dict[str, Any]) -> None:
         try:
-            self.send_message(await runner(pool, msg, self.npc_id))
+            self.send_message(await runner(pool, msg, owner_key("npc", self.npc_id)))
         except ProtocolError as err:
             err.ref = ref if err.ref is None else err.ref
             self.send_message(err.to_message())

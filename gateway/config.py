@@ -74,6 +74,8 @@ class Settings:
     # A connection without a complete request head this long after it opened (or after its
     # last response) is closed: idle and half-sent heads cannot pile up (§6.3).
     head_timeout_s: float = 15.0
+    # Pathfinding/mining requests one client (a token's role and sub) may have in flight.
+    path_in_flight: int = 4
     # Start the worker processes with the app (True) or on the first task (tests).
     eager_workers: bool = True
     # Browsers' Origin values allowed to open a WebSocket; None: any (and requests without one).
@@ -108,6 +110,7 @@ class Settings:
             rest_write_per_s=float(_int(env, "GATEWAY_REST_WRITES_PER_S", 100, minimum=1)),
             rest_write_burst=_int(env, "GATEWAY_REST_WRITES_BURST", 200, minimum=1),
             allowed_origins=_origins(env.get("GATEWAY_ALLOWED_ORIGINS")),
+            path_in_flight=_int(env, "GATEWAY_PATH_IN_FLIGHT", 4, minimum=1),
         )
 
 

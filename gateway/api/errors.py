@@ -31,7 +31,7 @@ RETRY_AFTER_S = 1  # what a 503 tells the client to wait (§6.3): outages here l
 
 def error_response(status: int, code: str, message: str) -> web.Response:
     response = json_response({"error": {"code": code, "message": message}}, status)
-    if status == 503:
+    if status in (429, 503):
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response
 

@@ -13,6 +13,8 @@ import orjson
 from aiohttp import web
 
 from gateway.api.errors import MAX_BODY_BYTES, ApiError, error_response, read_json
+from gateway.auth import owner_key
+from gateway.keys import CLAIMS
 from gateway.protocol import ErrorCode, ProtocolError
 from gateway.workers import WORKER_POOL
 from gateway.workers.tasks import run_mining_plan, run_path
@@ -21,6 +23,7 @@ _STATUS = {
     ErrorCode.BAD_MESSAGE: 400,
     ErrorCode.BAD_ENCODING: 400,
     ErrorCode.BUSY: 503,
+    ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.TIMEOUT: 504,
 }
@@ -33,6 +36,12 @@ def _json(payload: Any, status: int = 200) -> web.Response:
 
 def _error(status: int, code: str, message: str) -> web.Response:
     return error_response(status, code, message)
+
+
+def _owner(request: web.Request) -> str | None:
+    """Whose requests these are, for the pool's in-flight limit: the token's role and sub."""
+    claims = request.get(CLAIMS)
+    return None if claims is None else owner_key(claims.role.value, claims.sub)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -49,7 +58,7 @@ async def pathfind(request: web.Request) -> web.Response:
     ``ok: false``: the request was fine, the world just has no such path within the limits.
     """
     try:
-        result = await run_path(request.app[WORKER_POOL], await _body(request), owner=None)
+        result = await run_path(request.app[WORKER_POOL], await _body(request), _owner(request))
     except ProtocolError as exc:
         return _error(_STATUS.get(exc.code, 400), exc.code.value, exc.message)
     except ApiError as exc:  # the body: not JSON, or over the limit (works without middleware)
@@ -60,7 +69,9 @@ async def pathfind(request: web.Request) -> web.Response:
 async def mining_strategy(request: web.Request) -> web.Response:
     """POST /api/strategy/mining → ``{"plan": [deposit with score…]}``, best first."""
     try:
-        result = await run_mining_plan(request.app[WORKER_POOL], await _body(request), owner=None)
+        result = await run_mining_plan(
+            request.app[WORKER_POOL], await _body(request), _owner(request)
+        )
     except ProtocolError as exc:
         return _error(_STATUS.get(exc.code, 400), exc.code.value, exc.message)
     except ApiError as exc:  # the body: not JSON, or over the limit (works without middleware)

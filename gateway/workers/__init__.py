@@ -9,6 +9,7 @@ its queued work.
 from aiohttp import web
 
 from gateway.workers.pool import (
+    OwnerBusy,
     PoolBusy,
     PoolClosed,
     PoolError,
@@ -23,6 +24,7 @@ WORKER_POOL = web.AppKey("worker_pool", WorkerPool)
 
 __all__ = [
     "WORKER_POOL",
+    "OwnerBusy",
     "PoolBusy",
     "PoolClosed",
     "PoolError",

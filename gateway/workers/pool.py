@@ -7,7 +7,9 @@ talking over its own socketpair; the parent side is non-blocking and read with t
 ``sock_recv``, so a slow or dead worker costs the loop nothing. One driver coroutine per worker
 slot takes tasks from a bounded queue, sends one, and awaits its answer under a hard deadline:
 
-- queue full → :class:`PoolBusy` at once;
+- queue full → :class:`PoolBusy` at once; an owner with `max_per_owner` tasks in flight (queued
+  or running) → :class:`OwnerBusy` at once, so one client cannot fill the pool;
+- still queued at its deadline → :class:`TaskTimeout` then, not when a worker frees up;
 - no answer by ``timeout_s + grace_s`` → the worker is killed (SIGKILL) and replaced, the task
   fails with :class:`TaskTimeout`;
 - the worker dies (EOF on its socket) → it is replaced, the task fails with
@@ -54,6 +56,10 @@ class PoolError(Exception):
 
 class PoolBusy(PoolError):
     """The queue is full."""
+
+
+class OwnerBusy(PoolError):
+    """This owner (a token or an NPC) already has its share of tasks in flight."""
 
 
 class PoolClosed(PoolError):
@@ -121,6 +127,7 @@ class _Task:
     timeout_s: float
     future: asyncio.Future[Any]
     id: int = 0
+    started: bool = False  # a driver took it: its deadline is the driver's to enforce
 
 
 @dataclass(eq=False)
@@ -171,6 +178,7 @@ class WorkerPool:
         grace_s: float = 1.0,
         warmup: str | None = DEFAULT_WARMUP,
         context: str = "spawn",
+        max_per_owner: int | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
@@ -178,6 +186,8 @@ class WorkerPool:
             raise ValueError("queue_max must be >= 0")
         self._size = workers
         self._queue_max = queue_max
+        self._max_per_owner = max_per_owner
+        self._in_flight: dict[str, int] = {}  # owner -> tasks queued or running
         self._grace = grace_s
         self._warmup = warmup
         self._ctx = multiprocessing.get_context(context)
@@ -239,10 +249,28 @@ class WorkerPool:
     ) -> Any:
         """Run ``fn(arg, budget_s)`` in a worker and return its result.
 
-        Raises PoolBusy (queue full, at once), PoolClosed, TaskTimeout (`timeout_s` counts from
-        now, queueing included), WorkerCrashed or TaskFailed; CancelledError if the task was
-        dropped by :meth:`cancel_owner`.
+        Raises PoolBusy (queue full, at once), OwnerBusy (the owner's limit, at once),
+        PoolClosed, TaskTimeout (`timeout_s` counts from now, queueing included), WorkerCrashed
+        or TaskFailed; CancelledError if the task was dropped by :meth:`cancel_owner`.
         """
+        limit = self._max_per_owner
+        if owner is None or limit is None:
+            return await self._submit(fn, arg, timeout_s, owner)
+        held = self._in_flight.get(owner, 0)
+        if held >= limit:
+            self._rejected += 1
+            raise OwnerBusy(f"{held} requests of this client are in flight already (limit {limit})")
+        self._in_flight[owner] = held + 1
+        try:
+            return await self._submit(fn, arg, timeout_s, owner)
+        finally:
+            left = self._in_flight[owner] - 1
+            if left:
+                self._in_flight[owner] = left
+            else:
+                del self._in_flight[owner]
+
+    async def _submit(self, fn: TaskFn, arg: Any, timeout_s: float, owner: str | None) -> Any:
         if not self._running and self._lazy:
             self._lazy = False
             await self.start(wait_ready=False)
@@ -262,7 +290,17 @@ class WorkerPool:
                 raise PoolBusy(f"the worker pool queue is full ({self._queue_max} waiting)")
             self._queue.append(task)
         try:
-            return await task.future
+            try:
+                async with asyncio.timeout_at(task.deadline):
+                    return await asyncio.shield(task.future)
+            except TimeoutError:
+                if task.started:  # running: the worker stops itself at its budget, or is killed
+                    return await task.future
+                self._timeouts += 1
+                self._fail(task, TaskTimeout(f"timed out after {timeout_s:g} s in the queue"))
+                with contextlib.suppress(ValueError):
+                    self._queue.remove(task)
+                return task.future.result()  # raises the TaskTimeout
         except asyncio.CancelledError:
             task.future.cancel()  # a driver skips it, or ignores its answer
             with contextlib.suppress(ValueError):
@@ -387,6 +425,9 @@ class WorkerPool:
     async def _serve_one(self, worker: _Worker) -> bool:
         """Run one task on `worker`; False when the worker is gone and must be replaced."""
         task = await self._next_task()
+        if task.future.done():  # timed out or cancelled while being handed over
+            return True
+        task.started = True
         loop = asyncio.get_running_loop()
         budget = task.deadline - loop.time()
         if budget <= 0:

@@ -9,7 +9,6 @@ the loop. Either way a malformed request ends as ``ProtocolError(BAD_MESSAGE)``.
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import time
 from dataclasses import dataclass
@@ -17,8 +16,10 @@ from typing import Any
 
 from gateway.protocol import MAX_COORD, MAX_Y, MIN_Y, ErrorCode, ProtocolError
 from gateway.workers.astar import DEFAULT_MAX_NODES, find_path
+from gateway.workers.gridcache import ByteBoundedCache
 from gateway.workers.mining import parse_mining, rank_deposits
 from gateway.workers.pool import (
+    OwnerBusy,
     PoolBusy,
     PoolClosed,
     TaskFailed,
@@ -96,18 +97,23 @@ def parse_path(msg: dict[str, Any], ref: Any = None) -> PathJob:
 # -- worker side (these run in the pool's processes) ---------------------------------------------
 
 
-@functools.lru_cache(maxsize=2)
-def _cached_bitset(origin: tuple[Any, ...], size: tuple[Any, ...], solid: str) -> Grid:
-    return decode_world({"origin": list(origin), "size": list(size), "solid": solid})
+GRID_CACHE_BYTES = 32 << 20  # per worker: a few large worlds, never unbounded (§6.3)
+GRID_CACHE: ByteBoundedCache[tuple[Any, ...], Grid] = ByteBoundedCache(GRID_CACHE_BYTES)
 
 
 def _decode(world: dict[str, Any]) -> Grid:
-    # A bot tends to send the same area again and again: a worker keeps its last two decoded
-    # bitset worlds (keyed by the exact string) instead of decoding megabytes every time.
+    # A bot tends to send the same area again and again: a worker keeps recently decoded
+    # bitset worlds (keyed by the exact string) instead of decoding megabytes every time. The
+    # cache counts the key string and the decoded cells against its byte budget.
     origin, size, solid = world.get("origin"), world.get("size"), world.get("solid")
     if type(solid) is str and type(origin) is list and type(size) is list:
         if all(type(v) is int for v in (*origin, *size)):
-            return _cached_bitset(tuple(origin), tuple(size), solid)
+            key = (tuple(origin), tuple(size), solid)
+            grid = GRID_CACHE.get(key)
+            if grid is None:
+                grid = decode_world(world)
+                GRID_CACHE.put(key, grid, len(solid) + len(grid.solid))
+            return grid
     return decode_world(world)
 
 
@@ -174,6 +180,8 @@ async def _submit(
         out = await pool.submit(fn, arg, timeout_s=timeout_s, owner=owner)
     except PoolBusy as exc:
         raise ProtocolError(ErrorCode.BUSY, str(exc), ref) from None
+    except OwnerBusy as exc:
+        raise ProtocolError(ErrorCode.RATE_LIMITED, str(exc), ref) from None
     except PoolClosed as exc:
         raise ProtocolError(ErrorCode.UNAVAILABLE, str(exc), ref) from None
     except TaskTimeout as exc:
