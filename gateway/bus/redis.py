@@ -25,6 +25,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.bus.base import EVENTS, POSITIONS, BusHandler, command_channel
+from gateway.redis_pool import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,9 @@ def backoff_delay(
 
 def _client(url: str, connect_timeout_s: float, socket_timeout_s: float | None) -> Redis:
     # No library retries: our own loops decide when to try again, so failures surface at once.
-    return Redis.from_url(
+    return redis_client(
         url,
+        wait_s=socket_timeout_s,
         socket_connect_timeout=connect_timeout_s,
         socket_timeout=socket_timeout_s,
         retry=Retry(NoBackoff(), 0),

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -27,6 +26,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.bus.redis import backoff_delay
+from gateway.redis_pool import redis_client
 
 DATA_PREFIX = "aicraft:cache:"
 VERSION_PREFIX = "aicraft:cachever:"  # not under DATA_PREFIX: a wipe must keep the counters
@@ -50,8 +50,9 @@ class RedisCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # No library retries, short timeouts: a dead Redis must cost milliseconds per request.
-        self._redis = Redis.from_url(
+        self._redis = redis_client(
             url,
+            wait_s=socket_timeout_s,
             socket_connect_timeout=connect_timeout_s,
             socket_timeout=socket_timeout_s,
             retry=Retry(NoBackoff(), 0),

@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from typing import TypeVar
 
-from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+
+from gateway.redis_pool import redis_client
 
 KEY_PREFIX = "aicraft:presence:"
 INDEX_KEY = "aicraft:presence-index"  # a set of NPC ids; outside KEY_PREFIX on purpose
@@ -87,8 +88,9 @@ class RedisPresence:
         self.ttl_s = ttl_s
         self._ttl_ms = max(1, int(ttl_s * 1000))
         # No library retries: a dead Redis must surface as PresenceUnavailable at once.
-        self._redis = Redis.from_url(
+        self._redis = redis_client(
             url,
+            wait_s=socket_timeout_s,
             socket_connect_timeout=connect_timeout_s,
             socket_timeout=socket_timeout_s,
             retry=Retry(NoBackoff(), 0),
