@@ -12,7 +12,12 @@ from aiohttp import WSMsgType, web
 
 from gateway import PROTOCOL_VERSION
 from gateway.auth import Claims, owner_key
-from gateway.direct_ws import DIRECT_DISPATCH, DirectWebSocketResponse, write_now
+from gateway.direct_ws import (
+    DIRECT_DISPATCH,
+    DirectWebSocketResponse,
+    LingeringWebSocketResponse,
+    write_now,
+)
 from gateway.keys import CLAIMS, NODE
 from gateway.node import Node, now_ms
 from gateway.protocol import (
@@ -78,10 +83,10 @@ class BotSession:
         self.npc_id = npc_id
         self.deadline = TokenDeadline(claims, self._expired)  # armed once the session runs
         # Data frames arrive through `on_frame` from the parser itself (see direct_ws).
-        self.ws: web.WebSocketResponse = (
+        self.ws: LingeringWebSocketResponse = (
             DirectWebSocketResponse(self.on_frame, **WEBSOCKET_OPTIONS)
             if DIRECT_DISPATCH
-            else web.WebSocketResponse(**WEBSOCKET_OPTIONS)
+            else LingeringWebSocketResponse(**WEBSOCKET_OPTIONS)
         )
         self.encoding = Encoding.JSON
         self.opcode = WSMsgType.TEXT
@@ -382,4 +387,5 @@ async def npc_endpoint(request: web.Request) -> web.StreamResponse:
     session.transport = request.transport  # type: ignore[assignment]
     await session.ws.prepare(request)
     await session.run()
+    await session.ws.linger(request)
     return session.ws

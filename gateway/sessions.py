@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from gateway.direct_ws import LingeringWebSocketResponse
 from gateway.protocol import (
     MAX_FRAME_BYTES,
     SUBPROTOCOLS,
@@ -35,9 +36,9 @@ WEBSOCKET_OPTIONS: dict[str, Any] = {
 }
 
 
-def websocket() -> web.WebSocketResponse:
+def websocket() -> LingeringWebSocketResponse:
     """A viewer's socket (bots get `bot_session`'s direct-dispatch subclass)."""
-    return web.WebSocketResponse(heartbeat=HEARTBEAT_S, **WEBSOCKET_OPTIONS)
+    return LingeringWebSocketResponse(heartbeat=HEARTBEAT_S, **WEBSOCKET_OPTIONS)
 
 
 RATE_LIMITED = ProtocolError(ErrorCode.RATE_LIMITED, "too many messages; dropped").to_message()

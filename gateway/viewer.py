@@ -151,7 +151,12 @@ class ViewerConnection:
             await asyncio.wait_for(self.ws.close(code=code, message=message.encode()), 2.0)
         except (TimeoutError, ConnectionError, RuntimeError):
             pass
-        if self.transport is not None and not self.transport.is_closing():
+        # (After a protocol error the socket is lingering half-closed instead: see direct_ws.)
+        if (
+            self.transport is not None
+            and not self.transport.is_closing()
+            and self.ws.exception() is None
+        ):
             self.transport.abort()
 
     # -- the writer task ----------------------------------------------------------------------
