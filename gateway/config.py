@@ -64,6 +64,9 @@ class Settings:
     rate_per_s: float = 50.0
     rate_burst: int = 100
     flood_close_s: float = 10.0  # a bot still flooding after this long is closed with 1008
+    # Viewers only subscribe and ping: a tight bucket per viewer connection.
+    viewer_rate_per_s: float = 10.0
+    viewer_rate_burst: int = 20
     # REST writes per token.
     rest_write_per_s: float = 100.0
     rest_write_burst: int = 200
@@ -107,6 +110,8 @@ class Settings:
             log_level=(env.get("GATEWAY_LOG_LEVEL") or "INFO").upper(),
             rate_per_s=float(_int(env, "GATEWAY_RATE_PER_S", 50, minimum=1)),
             rate_burst=_int(env, "GATEWAY_RATE_BURST", 100, minimum=1),
+            viewer_rate_per_s=float(_int(env, "GATEWAY_VIEWER_RATE_PER_S", 10, minimum=1)),
+            viewer_rate_burst=_int(env, "GATEWAY_VIEWER_RATE_BURST", 20, minimum=1),
             rest_write_per_s=float(_int(env, "GATEWAY_REST_WRITES_PER_S", 100, minimum=1)),
             rest_write_burst=_int(env, "GATEWAY_REST_WRITES_BURST", 200, minimum=1),
             allowed_origins=_origins(env.get("GATEWAY_ALLOWED_ORIGINS")),

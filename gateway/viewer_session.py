@@ -30,8 +30,6 @@ from gateway.store import StoreUnavailable
 from gateway.token_deadline import TokenDeadline
 from gateway.viewer import ViewerConnection
 
-VIEWER_RATE_PER_S, VIEWER_BURST = 10.0, 20  # viewers only subscribe and ping
-
 
 async def viewer_endpoint(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
@@ -69,6 +67,7 @@ async def viewer_endpoint(request: web.Request) -> web.StreamResponse:
         deadline.cancel()
         node.hub.remove_viewer(viewer)
         await viewer.close(CloseCode.GOING_AWAY, "bye")
+    await ws.linger(request)
     return ws
 
 
@@ -100,7 +99,8 @@ async def _viewer_receive_loop(
     node: Node, viewer: ViewerConnection, deadline: TokenDeadline
 ) -> None:
     ws, encoding = viewer.ws, viewer.encoding
-    flood = FloodGuard(VIEWER_RATE_PER_S, VIEWER_BURST, time.monotonic())
+    settings = node.settings
+    flood = FloodGuard(settings.viewer_rate_per_s, settings.viewer_rate_burst, time.monotonic())
     async for frame in ws:
         if frame.type is WSMsgType.ERROR:
             break
