@@ -11,7 +11,7 @@ PORT ?= 8080
 # Node 22 that scripts/install-system-deps.sh installs when the machine's node is older.
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: run test test-random lock token bench bench-path bench-cluster lint format demo cluster minecraft-demo clean
+.PHONY: run test test-random fuzz lock token bench bench-path bench-cluster lint format demo cluster minecraft-demo clean
 
 # requirements.lock pins every package (make lock rewrites it); a dependency added to
 # pyproject.toml but not yet locked still installs, unpinned, until the next `make lock`.
@@ -51,6 +51,10 @@ lock:
 ## token: print a bearer token (ROLE=npc|viewer|admin SUB=name [TTL=seconds]); use make -s
 token: $(STAMP)
 	@$(BIN)/python -m gateway token --role $(or $(ROLE),npc) --sub $(or $(SUB),miner_1) $(if $(TTL),--ttl $(TTL),)
+
+## fuzz: generated frames on both WebSocket endpoints of a real replica (FRAMES, default 100,000)
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz --frames $(or $(FRAMES),100000) $(if $(SEED),--seed $(SEED),)
 
 ## demo: the gateway on embedded defaults with 50 simulated bots; prints the map URL
 demo: $(STAMP)

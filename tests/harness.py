@@ -240,6 +240,7 @@ class GatewayProcess:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=deadline_s)
+        self.log.close()  # output() reads it by name
         return self.proc.returncode, self.output()
 
     def output(self) -> str:

@@ -31,8 +31,8 @@ from tests.fuzz.frames import frame
 from tests.harness import GatewayProcess, token
 
 CONTRACT_CLOSES = {1008, 1009}  # flooding, frame over 64 KiB
-FRAMES_PER_EXAMPLE = 25
-EXAMPLES_PER_CHECK = 8  # a check (health, control bot → viewer, stored state) per ~200 frames
+FRAMES_PER_EXAMPLE = (10, 40)  # the frames of one Hypothesis example go on one connection
+EXAMPLES_PER_CHECK = 10  # a check (health, control bot → viewer, stored state) per ~250 frames
 FUZZ_NPCS = ("fuzz-json", "fuzz-msgpack")
 
 
@@ -255,8 +255,8 @@ def run(total_frames: int, base_seed: int = 0, verbose: bool = False) -> Report:
                     frames = data.draw(
                         st.lists(
                             frame(bot=lane.bot, as_msgpack=lane.msgpack),
-                            min_size=1,
-                            max_size=FRAMES_PER_EXAMPLE,
+                            min_size=FRAMES_PER_EXAMPLE[0],
+                            max_size=FRAMES_PER_EXAMPLE[1],
                         )
                     )
                     fuzzer.send(lane, frames)

@@ -6,7 +6,7 @@ import os
 
 from tests.fuzz.runner import run
 
-FRAMES = int(os.environ.get("FUZZ_FRAMES", "3000"))
+FRAMES = int(os.environ.get("FUZZ_FRAMES", "2500"))
 
 
 def test_fuzzed_frames_never_crash_the_replica() -> None:
