@@ -58,6 +58,7 @@ class BotSession:
     __slots__ = (
         "_closing",
         "_early",
+        "_early_bytes",
         "_jobs",
         "_open",
         "_outbox",
@@ -91,6 +92,7 @@ class BotSession:
         self.encoding = Encoding.JSON
         self.opcode = WSMsgType.TEXT
         self._early: list[tuple[WSMsgType, bytes]] | None = []  # frames before `welcome`
+        self._early_bytes = 0
         self.last_seen = time.monotonic()  # any frame or pong: the idle sweep reads it
         self.replaced = False  # closed for a newer connection (or deleted): no `left` from us
         self._closing = False
@@ -262,7 +264,8 @@ class BotSession:
             return
         if self._early is not None:
             # A bot that floods before `welcome` loses what is beyond the bound.
-            if sum(len(d) for _, d in self._early) + len(data) <= EARLY_FRAMES_BYTES:
+            if self._early_bytes + len(data) <= EARLY_FRAMES_BYTES:
+                self._early_bytes += len(data)
                 self._early.append((frame_type, data))
             return
         if self._closing:
