@@ -98,6 +98,9 @@ class Fuzzer:
                 max_size=None,
                 max_queue=None,
                 open_timeout=10,
+                # No keepalive pings: they draw from `random` in a background thread, which
+                # Hypothesis takes for a strategy using global randomness (the server pings us).
+                ping_interval=None,
             )
         )
         ws.recv(timeout=10)  # welcome
