@@ -24,6 +24,8 @@ from gateway.bridge import MINECRAFT_BRIDGE, MinecraftBridge
 from gateway.bus import Bus, MemoryBroker, MemoryBus
 from gateway.cache import Cache, MemoryCache
 from gateway.config import Settings
+from gateway.history import History, MemoryHistory
+from gateway.history.memory import shared_log
 from gateway.keys import NODE, SETTINGS
 from gateway.node import Node
 from gateway.presence import MemoryPresence, Presence
@@ -59,6 +61,14 @@ def make_cache(settings: Settings) -> Cache:
     return MemoryCache()
 
 
+def make_history(settings: Settings, broker: MemoryBroker | None = None) -> History:
+    if settings.redis_url:
+        from gateway.history.redis import RedisHistory
+
+        return RedisHistory(settings.redis_url, max_events=settings.history_events)
+    return MemoryHistory(shared_log(broker) if broker is not None else None)
+
+
 async def open_store_with_retry(store: Store, deadline_s: float) -> None:
     """The database may come up after us (a cluster starting at once): retry until a deadline."""
     loop = asyncio.get_running_loop()
@@ -91,6 +101,7 @@ def create_app(settings: Settings, *, broker: MemoryBroker | None = None) -> web
             make_bus(settings, broker),
             make_presence(settings),
             make_cache(settings),
+            make_history(settings, broker),
         )
         app[NODE] = node
         await node.start()

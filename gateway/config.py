@@ -83,6 +83,9 @@ class Settings:
     eager_workers: bool = True
     # Browsers' Origin values allowed to open a WebSocket; None: any (and requests without one).
     allowed_origins: tuple[str, ...] | None = None
+    # Event history (§6.5): the last N events or S seconds, whichever is less.
+    history_events: int = 10_000
+    history_seconds: int = 600
 
     @property
     def sqlite_path(self) -> Path:
@@ -116,6 +119,8 @@ class Settings:
             rest_write_burst=_int(env, "GATEWAY_REST_WRITES_BURST", 200, minimum=1),
             allowed_origins=_origins(env.get("GATEWAY_ALLOWED_ORIGINS")),
             path_in_flight=_int(env, "GATEWAY_PATH_IN_FLIGHT", 4, minimum=1),
+            history_events=_int(env, "GATEWAY_HISTORY_EVENTS", 10_000, minimum=1),
+            history_seconds=_int(env, "GATEWAY_HISTORY_SECONDS", 600, minimum=1),
         )
 
 

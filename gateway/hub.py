@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from gateway.history import Entry
 from gateway.protocol import Area, CloseCode, Encoding, encode, in_view
 from gateway.task_owner import TaskOwner
 from gateway.telemetry import Telemetry
@@ -149,6 +150,18 @@ class Hub:
             if payload is None:
                 payload = encoded[viewer.encoding] = encode(message, viewer.encoding)
             viewer.offer_message(payload)
+
+    def broadcast_event(self, entry: Entry) -> None:
+        """Send a numbered event to every viewer whose filter covers where its NPC was."""
+        encoded: dict[Encoding, bytes] = {}
+        for viewer in self.viewers:
+            if not viewer.wants(entry):
+                continue
+            payload = encoded.get(viewer.encoding)
+            if payload is None:
+                payload = encoded[viewer.encoding] = encode(entry.message, viewer.encoding)
+            viewer.offer_message(payload)
+            viewer.event_seq = entry.seq
 
     # -- slow-viewer policy -------------------------------------------------------------------
 

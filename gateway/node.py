@@ -28,6 +28,7 @@ from gateway.coalescer import Coalescer
 from gateway.commands import CommandRouter
 from gateway.config import Settings
 from gateway.guards import GuardedPresence, GuardedStore
+from gateway.history import Entry, History, HistoryRing
 from gateway.hub import Hub
 from gateway.learning import TASK_EVENTS, apply_task, parse_task
 from gateway.peers import PeerWatch
@@ -67,6 +68,7 @@ class Node:
         bus: Bus,
         presence: Presence,
         cache: Cache,
+        history: History,
     ) -> None:
         self.settings = settings
         self.replica = settings.replica_id
@@ -93,6 +95,10 @@ class Node:
             presence, self.breakers[REDIS_BREAKER], self.replica, lambda: self.hub.bots.keys()
         )
         self.cache = cache
+        # Every event, numbered once for the cluster; the ring is this replica's window of it.
+        self.history = history
+        self.history_ring = HistoryRing(settings.history_events, settings.history_seconds * 1000)
+        self.recoveries = {"ok": 0, "failed": 0}
         self.commands = CommandRouter(self.replica, self.hub, bus, self.presence, cache)
         self.coalescer = Coalescer()
         # Latest position per NPC as broadcast (this replica's and others'): snapshots and REST.
@@ -124,6 +130,7 @@ class Node:
 
     async def start(self) -> None:
         await self.bus.start(self.replica, self.on_bus_message)
+        await self.history.start(self._on_history_entry)
         self.registrations.start()
         self.positions.start()
         self.statuses.start()
@@ -193,6 +200,7 @@ class Node:
 
     async def close(self) -> None:
         await self.tasks.close(deadline_s=5.0)
+        await self.history.close()
         self._heartbeat.cancel()
         await asyncio.gather(self._heartbeat, return_exceptions=True)
         await self.bus.close()
@@ -252,7 +260,10 @@ class Node:
     def accept_event(self, npc_id: str, name: str, data: dict[str, Any], ref: Any = None) -> None:
         """Publish a bot's event; task outcomes also become a metric and teach its profile."""
         outcome = parse_task(name, data, ref) if name in TASK_EVENTS else None
-        self._announce({"k": "event", "npc": npc_id, "name": name, "data": data})
+        # Numbered in the history; every replica's viewers get it from there, in one order.
+        where = self.live.get(npc_id)
+        about = None if where is None else {"dim": where["dim"], "x": where["x"], "z": where["z"]}
+        self.history.append({"type": "event", "npc": npc_id, "name": name, "data": data}, about)
         if name.startswith("task:"):
             self.metrics.add(MetricRow(npc_id, name, 1.0, now_ms()))
         if outcome is not None:
@@ -297,12 +308,6 @@ class Node:
             self.hub.broadcast_message(
                 {"type": "status", "id": npc, "status": event["status"]}, self.live.get(npc)
             )
-        elif kind == "event":
-            npc = event["npc"]
-            self.hub.broadcast_message(
-                {"type": "event", "npc": npc, "name": event["name"], "data": event["data"]},
-                self.live.get(npc),
-            )
         elif kind in ("joined", "left"):
             npc = event["id"]
             sender = event.get("r")
@@ -328,6 +333,11 @@ class Node:
                 bot.announce_left = False  # the `left` below is the only one
                 self._spawn_close(bot, CloseCode.DELETED, "npc deleted")
             self.hub.broadcast_message({"type": "left", "id": npc}, about)
+
+    def _on_history_entry(self, entry: Entry) -> None:
+        """A numbered event (from this replica or another): keep it, show it."""
+        self.history_ring.add(entry)
+        self.hub.broadcast_event(entry)
 
     def _spawn_close(self, bot: Any, code: int, why: str) -> None:
         self.tasks.spawn(bot.close(code, why), "close-bot")

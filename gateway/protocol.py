@@ -337,6 +337,29 @@ def parse_subscribe(msg: dict[str, Any], ref: Any) -> tuple[str | None, Area | N
     return dim, (min(x0, x1), min(z0, z1), max(x0, x1), max(z0, z1))
 
 
+MAX_EPOCH = 64
+Since = tuple[str, int]  # (epoch, seq) a viewer resumes after
+
+
+def parse_since(raw: Any, ref: Any = None) -> Since | None:
+    """`since` of a `subscribe` ({"epoch": E, "seq": S}) or of the URL ("E:S"); None if absent."""
+    if raw is None:
+        return None
+    if type(raw) is str:
+        epoch, sep, seq_text = raw.rpartition(":")
+        if not sep or not seq_text.isdigit() or len(seq_text) > 19:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "since must be EPOCH:SEQ", ref)
+        raw = {"epoch": epoch, "seq": int(seq_text)}
+    if type(raw) is not dict:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "since must be {epoch, seq}", ref)
+    epoch, seq = raw.get("epoch"), raw.get("seq")
+    if type(epoch) is not str or not 0 < len(epoch) <= MAX_EPOCH:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"since.epoch must be 1-{MAX_EPOCH} chars", ref)
+    if type(seq) is not int or not 0 <= seq < 2**63:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "since.seq must be an integer >= 0", ref)
+    return epoch, seq
+
+
 def in_view(update: dict[str, Any], dim: str | None, area: Area | None) -> bool:
     """Whether a viewer subscribed to (dim, area) receives this NPC state."""
     if dim is not None and update.get("dim") != dim:

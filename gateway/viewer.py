@@ -21,7 +21,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from gateway.direct_ws import write_now
-from gateway.protocol import Area, CloseCode, Encoding, encode
+from gateway.history import Entry
+from gateway.protocol import Area, CloseCode, Encoding, encode, in_view
 from gateway.telemetry import Telemetry
 from gateway.types import PositionUpdate
 
@@ -45,8 +46,10 @@ class ViewerConnection:
         "closed",
         "dim",
         "encoding",
+        "event_seq",
         "frames_merged",
         "frames_sent",
+        "live_from",
         "messages_dropped",
         "offered_at",
         "opcode",
@@ -75,7 +78,10 @@ class ViewerConnection:
         self.transport = transport
         self.dim: str | None = None
         self.area: Area | None = None
-        self._events: deque[bytes] = deque()
+        self.event_seq = 0  # seq of the last history event offered to this viewer
+        self.live_from = 0  # history seq when it went live: later events were offered live
+        # Encoded messages; a list is a replay, sent in order, counted as one against the cap.
+        self._events: deque[bytes | list[bytes]] = deque()
         self._frame: bytes | None = None  # the shared encoded frame, while nothing is merged
         self._updates: dict[str, PositionUpdate] | None = None  # what the pending frame holds
         self._merged = False  # _updates is our private copy (safe to mutate)
@@ -120,6 +126,19 @@ class ViewerConnection:
             self._resync_due = True
         self._events.append(payload)
         self._wake.set()
+
+    def offer_replay(self, payloads: list[bytes]) -> None:
+        """Queue recovered events as one item: a long replay must not trip the overflow rule
+        meant for a viewer that stopped reading (the history bounds its size)."""
+        if payloads:
+            self._events.append(payloads)
+            self._wake.set()
+
+    def wants(self, entry: Entry) -> bool:
+        """Whether this viewer's filter covers where the event's NPC was."""
+        if self.dim is None and self.area is None:
+            return True
+        return entry.about is not None and in_view(entry.about, self.dim, self.area)
 
     def _idle(self) -> bool:
         """Nothing queued and no send in progress: a frame may go out at once, in order."""
@@ -171,7 +190,12 @@ class ViewerConnection:
                     self._resync_due = False
                     await self._resync(self)
                 while self._events:
-                    await self._send(self._events.popleft())
+                    item = self._events.popleft()
+                    if isinstance(item, list):
+                        for payload in item:
+                            await self._send(payload)
+                    else:
+                        await self._send(item)
                 if self._updates is not None:
                     frame = self._frame
                     if frame is None:

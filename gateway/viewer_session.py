@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from gateway import PROTOCOL_VERSION
+from gateway.history import Entry
 from gateway.keys import CLAIMS, NODE
-from gateway.node import Node
+from gateway.node import Node, now_ms
 from gateway.protocol import (
     MAX_FRAME_BYTES,
     VIEWER_TYPES,
     CloseCode,
     ErrorCode,
     ProtocolError,
+    Since,
     decode,
     encode,
     in_view,
     message_type,
     parse_auth,
+    parse_since,
     parse_subscribe,
 )
 from gateway.ratelimit import FloodGuard
@@ -35,6 +39,10 @@ async def viewer_endpoint(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     if node.state != "ok":
         raise web.HTTPServiceUnavailable(text="draining")
+    try:
+        since = parse_since(request.query.get("since"))
+    except ProtocolError as err:
+        raise web.HTTPBadRequest(text=err.message) from None
     ws = websocket()
     await ws.prepare(request)
     encoding = encoding_of(ws)
@@ -52,6 +60,7 @@ async def viewer_endpoint(request: web.Request) -> web.StreamResponse:
     # From here to start() nothing awaits: the snapshot is exactly the state before the first
     # frame the viewer is offered, and welcome and snapshot are its first two messages.
     node.hub.add_viewer(viewer)
+    viewer.live_from = viewer.event_seq = node.history_ring.last_seq
     welcome = {
         "type": "welcome",
         "replica": node.replica,
@@ -59,7 +68,10 @@ async def viewer_endpoint(request: web.Request) -> web.StreamResponse:
         "protocol": PROTOCOL_VERSION,
     }
     viewer.offer_message(encode(welcome, encoding))
-    viewer.offer_message(_snapshot(node, npcs, viewer))
+    snapshot = _snapshot(node, npcs, viewer)
+    viewer.offer_message(snapshot)
+    if since is not None:
+        _recover(node, viewer, since, snapshot)
     viewer.start()
     try:
         await _viewer_receive_loop(node, viewer, deadline)
@@ -88,11 +100,54 @@ def _snapshot(node: Node, npcs: list[dict[str, Any]], viewer: ViewerConnection) 
     return encode({"type": "snapshot", "npcs": fresh}, viewer.encoding)
 
 
+def _recover(
+    node: Node,
+    viewer: ViewerConnection,
+    since: Since,
+    snapshot: bytes,
+    already: Callable[[Entry], bool] | None = None,
+) -> None:
+    """Offer `recovered` and the events after `since` that the viewer's filter covers (less
+    those `already` offered), or `recovered` not ok and the fresh `snapshot`. Never awaits: the
+    replay ends exactly where live events start, so nothing is missed or repeated."""
+    epoch, seq = since
+    ring = node.history_ring
+
+    def wanted(entry: Entry) -> bool:
+        return viewer.wants(entry) and (already is None or not already(entry))
+
+    entries = ring.after(epoch, seq, now_ms(), wanted)
+    if entries is None:
+        node.recoveries["failed"] += 1
+        viewer.offer_message(encode({"type": "recovered", "ok": False}, viewer.encoding))
+        viewer.offer_message(snapshot)
+        return
+    node.recoveries["ok"] += 1
+    recovered = {"type": "recovered", "ok": True, "count": len(entries)}
+    viewer.offer_message(encode(recovered, viewer.encoding))
+    viewer.offer_replay([encode(e.message, viewer.encoding) for e in entries])
+    viewer.event_seq = max(viewer.event_seq, ring.last_seq)
+
+
 async def _resync(node: Node, viewer: ViewerConnection) -> None:
     """The viewer fell so far behind that queued messages were dropped: start it afresh."""
     npcs = await _load_npcs(node)
     viewer.reset_positions()
     viewer.offer_message(_snapshot(node, npcs, viewer))
+
+
+def _offered_live(viewer: ViewerConnection) -> Callable[[Entry], bool]:
+    """Which events this connection was already offered live under its current filter."""
+    dim, area, start, last = viewer.dim, viewer.area, viewer.live_from, viewer.event_seq
+
+    def offered(entry: Entry) -> bool:
+        if not start < entry.seq <= last:
+            return False
+        return (dim is None and area is None) or (
+            entry.about is not None and in_view(entry.about, dim, area)
+        )
+
+    return offered
 
 
 async def _viewer_receive_loop(
@@ -135,9 +190,14 @@ async def _viewer_receive_loop(
                 viewer.offer_message(encode(reply, encoding))
             elif kind == "subscribe":
                 dim, area = parse_subscribe(msg, ref)
+                since = parse_since(msg.get("since"), ref)
                 npcs = await _load_npcs(node)
+                already = _offered_live(viewer)
                 viewer.dim, viewer.area = dim, area
                 viewer.reset_positions()  # older frames were cut for the old subscription
-                viewer.offer_message(_snapshot(node, npcs, viewer))
+                snapshot = _snapshot(node, npcs, viewer)
+                viewer.offer_message(snapshot)
+                if since is not None:
+                    _recover(node, viewer, since, snapshot, already)
         except ProtocolError as err:
             viewer.offer_message(encode(err.to_message(), encoding))

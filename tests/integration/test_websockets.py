@@ -139,11 +139,14 @@ async def test_status_event_and_joined_left_reach_viewers(gw: RunningGateway) ->
         "status": "harvesting",
     }
     await bot.send({"type": "event", "name": "chat", "data": {"text": "hi"}})
-    assert await viewer.recv_type("event") == {
+    event = await viewer.recv_type("event")
+    assert event == {
         "type": "event",
         "npc": "farmer",
         "name": "chat",
         "data": {"text": "hi"},
+        "epoch": gw.node.history_ring.epoch,
+        "seq": 1,
     }
     await bot.close()
     assert (await viewer.recv_type("left"))["id"] == "farmer"
