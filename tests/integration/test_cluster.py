@@ -202,6 +202,7 @@ async def test_viewers_on_every_replica_see_every_bot(cluster: Cluster) -> None:
                 await bot.send_status(f"mining-{i}")
                 await bot.send_position(100 + i, 64, -i, yaw=90, pitch=-10, dim="overworld")
                 await bot.send_event("task:started", {"n": i})
+            numbered: set[tuple[str, int]] = set()
             for view in views:
                 for i, npc in enumerate(ids):
                     got = await view.client.wait_for_npc(
@@ -220,13 +221,16 @@ async def test_viewers_on_every_replica_see_every_bot(cluster: Cluster) -> None:
                 )
                 for npc in ids:
                     assert view.presence_changes(npc) == ["joined"], (view.replica, npc)
-                event = next(m for m in view.of_type("event") if m["npc"] == ids[1])
+                event = dict(next(m for m in view.of_type("event") if m["npc"] == ids[1]))
+                numbered.add((event.pop("epoch"), event.pop("seq")))
                 assert event == {
                     "type": "event",
                     "npc": ids[1],
                     "name": "task:started",
                     "data": {"n": 1},
                 }
+            # One numbering for the cluster (§6.5): the same event has the same seq everywhere.
+            assert len(numbered) == 1
         # Every bot hung up: every replica's viewers see every `left`.
         for view in views:
             for npc in ids:
