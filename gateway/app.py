@@ -28,6 +28,8 @@ from gateway.history import History, MemoryHistory
 from gateway.history.memory import shared_log
 from gateway.keys import NODE, SETTINGS
 from gateway.node import Node
+from gateway.pending import MemoryPendingCommands, PendingCommands
+from gateway.pending.memory import shared_pending
 from gateway.presence import MemoryPresence, Presence
 from gateway.store import Store, StoreUnavailable, open_store
 from gateway.viewer_session import viewer_endpoint
@@ -69,6 +71,14 @@ def make_history(settings: Settings, broker: MemoryBroker | None = None) -> Hist
     return MemoryHistory(shared_log(broker) if broker is not None else None)
 
 
+def make_pending(settings: Settings, broker: MemoryBroker | None = None) -> PendingCommands:
+    if settings.redis_url:
+        from gateway.pending.redis import RedisPendingCommands
+
+        return RedisPendingCommands(settings.redis_url)
+    return shared_pending(broker) if broker is not None else MemoryPendingCommands()
+
+
 async def open_store_with_retry(store: Store, deadline_s: float) -> None:
     """The database may come up after us (a cluster starting at once): retry until a deadline."""
     loop = asyncio.get_running_loop()
@@ -102,6 +112,7 @@ def create_app(settings: Settings, *, broker: MemoryBroker | None = None) -> web
             make_presence(settings),
             make_cache(settings),
             make_history(settings, broker),
+            make_pending(settings, broker),
         )
         app[NODE] = node
         await node.start()
@@ -114,7 +125,8 @@ def create_app(settings: Settings, *, broker: MemoryBroker | None = None) -> web
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
             await node.close()
-            for closer in (node.presence.close, node.cache.close, store.close):
+            closers = (node.presence.close, node.cache.close, node.commands.pending.close)
+            for closer in (*closers, store.close):
                 with contextlib.suppress(Exception):
                     await closer()
 

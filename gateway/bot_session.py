@@ -151,10 +151,13 @@ class BotSession:
         return now - self._progress_at if self._outbox_bytes else 0.0
 
     def send_command(self, message: dict[str, Any]) -> bool:
-        """Deliver an operator's command, remembering its id: only this NPC may ack it."""
+        """Deliver an operator's command, remembering its id: only this NPC may ack it, and
+        an id this connection already carried is not sent again (§6.5)."""
+        sent = self._sent_commands
+        if sent is not None and message["id"] in sent:
+            return True
         if not self.send_message(message):
             return False
-        sent = self._sent_commands
         if sent is None:
             sent = self._sent_commands = {}
         sent[message["id"]] = None
@@ -218,6 +221,8 @@ class BotSession:
         # Only now may `welcome` leave: once a bot has it, commands from any replica find it.
         self._open = True
         self._start_writer()
+        # Commands queued while it was away (§6.5), from whichever replica took them.
+        node.tasks.spawn(node.commands.on_drain(self.npc_id), "deliver-queued")
         if previous is None:
             node.bot_joined(self.npc_id)
         try:

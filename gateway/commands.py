@@ -2,16 +2,20 @@
 
 REST on any replica → presence says who holds the bot → that replica's command channel →
 its session hands the command to the socket → a `delivered` reply on the asking replica's
-command channel. The asking replica answers 202 once delivered, 409 when nobody holds the
-bot, 504 when the holder does not confirm within the deadline. Deliveries and the bots' acks
-are recorded in the cache (warm tier) so `GET /api/commands/{id}` works on every replica.
+command channel. The asking replica answers 202 once delivered. When nobody holds the bot, or
+the holder does not confirm within the deadline (§6.5), the command is queued for up to 60 s
+and handed over, once, by whichever replica the bot connects to next. Deliveries, queued
+commands and the bots' acks are recorded in the cache (warm tier) so `GET /api/commands/{id}`
+works on every replica.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
@@ -21,7 +25,10 @@ from gateway.bus import Bus
 from gateway.bus.base import command_channel
 from gateway.cache import WARM_TTL_S, Cache
 from gateway.hub import Hub
+from gateway.pending import QUEUE_TTL_S, PendingCommands
 from gateway.presence import Presence
+
+log = logging.getLogger(__name__)
 
 CONFIRM_TIMEOUT_S = 2.0
 _pack = msgpack.Packer(use_bin_type=True).pack
@@ -29,6 +36,10 @@ _pack = msgpack.Packer(use_bin_type=True).pack
 
 class NotConnected(Exception):
     """No replica holds a bot for this NPC."""
+
+
+class UnknownNpc(Exception):
+    """No NPC of this id is registered: nothing to queue a command for."""
 
 
 class NotReading(Exception):
@@ -51,25 +62,88 @@ def _ack_key(command_id: str) -> str:
 
 
 class CommandRouter:
-    def __init__(self, replica: str, hub: Hub, bus: Bus, presence: Presence, cache: Cache) -> None:
+    def __init__(
+        self,
+        replica: str,
+        hub: Hub,
+        bus: Bus,
+        presence: Presence,
+        cache: Cache,
+        pending: PendingCommands,
+        known: Callable[[str], Awaitable[bool]],
+        queue_ttl_s: float = QUEUE_TTL_S,
+    ) -> None:
         self.replica = replica
         self.hub = hub
         self.bus = bus
         self.presence = presence
         self.cache = cache
+        self.pending = pending
+        self._known = known  # whether an NPC id is registered
+        self.queue_ttl_s = queue_ttl_s
         self._waiting: dict[str, asyncio.Future[str]] = {}
         self.sent = 0
         self.delivered = 0
         self.acks = 0
+        self.queued = 0
+        self.delivered_queued = 0
 
-    async def send(self, npc_id: str, action: str, args: dict[str, Any]) -> str:
-        """Deliver a command; its id once a bot session has it."""
+    async def send(self, npc_id: str, action: str, args: dict[str, Any]) -> tuple[str, bool]:
+        """Deliver a command, or queue it when its bot is offline: (its id, delivered)."""
         command_id = uuid.uuid4().hex
         message = {"type": "command", "id": command_id, "action": action, "args": args}
         holder = await self.presence.holder(npc_id)
-        if holder is None:
-            raise NotConnected(npc_id)
+        if holder is not None:
+            try:
+                await self._deliver_via(holder, npc_id, message)
+            except (NotConnected, NotConfirmed):
+                # It left in the meantime, or its replica does not answer (it may have died
+                # and its presence not yet expired): queue it; the bot takes it on reconnect,
+                # and a bot that got it after all sees the id again at most once more.
+                pass
+            else:
+                self.sent += 1
+                await self._record(command_id, npc_id, action, status="delivered")
+                return command_id, True
+        if not await self._known(npc_id):
+            raise UnknownNpc(npc_id)
+        await self._enqueue(npc_id, message)
         self.sent += 1
+        return command_id, False
+
+    async def _enqueue(self, npc_id: str, message: dict[str, Any]) -> None:
+        expires_ms = int((time.time() + self.queue_ttl_s) * 1000)
+        await self._record(message["id"], npc_id, message["action"], "queued", expires_ms)
+        await self.pending.push(npc_id, message, expires_ms)
+        self.queued += 1
+        # The bot may have connected between our presence look-up and the push, and found
+        # the queue empty: its replica takes the queue again.
+        holder = await self.presence.holder(npc_id)
+        if holder == self.replica:
+            await self.drain(npc_id)
+        elif holder is not None:
+            self.bus.publish(
+                command_channel(holder), _pack({"r": self.replica, "k": "drain", "npc": npc_id})
+            )
+
+    async def drain(self, npc_id: str) -> None:
+        """Hand the NPC's queued commands to its bot on this replica (on connect, or nudged)."""
+        if npc_id not in self.hub.bots:
+            return
+        taken = await self.pending.take(npc_id, int(time.time() * 1000))
+        for expires_ms, message in taken:
+            bot = self.hub.bots.get(npc_id)
+            if bot is None or not bot.send_command(message):
+                # Gone again, or not reading: back in the queue, never lost.
+                await self.pending.push(npc_id, message, expires_ms)
+                continue
+            self.delivered += 1
+            self.delivered_queued += 1
+            await self._record(message["id"], npc_id, message["action"], "delivered")
+
+    async def _deliver_via(self, holder: str, npc_id: str, message: dict[str, Any]) -> None:
+        """Hand the command to the holding replica's bot; raise if it is not delivered."""
+        command_id = message["id"]
         if holder == self.replica:
             self._deliver_or_raise(npc_id, message)
         else:
@@ -90,8 +164,6 @@ class CommandRouter:
                 raise NotReading(npc_id)
             if delivered != "ok":
                 raise NotConnected(npc_id)
-        await self._record(command_id, npc_id, action, status="delivered")
-        return command_id
 
     def _deliver_locally(self, npc_id: str, message: dict[str, Any]) -> str:
         """ "ok", "not_connected" or "not_reading"."""
@@ -122,6 +194,13 @@ class CommandRouter:
             if waiter is not None and not waiter.done():
                 waiter.set_result(str(msg["ok"]))
 
+    async def on_drain(self, npc_id: str) -> None:
+        """Another replica queued a command for a bot this replica holds."""
+        try:
+            await self.drain(npc_id)
+        except Exception as exc:  # the bot takes the queue again on its next connect
+            log.warning("could not deliver queued commands to %s: %s", npc_id, exc)
+
     async def recipient(self, command_id: str) -> str | None:
         """The NPC a command was sent to, from its delivery record (None if unknown)."""
         try:
@@ -131,21 +210,33 @@ class CommandRouter:
         return orjson.loads(raw).get("npc") if raw else None
 
     async def acked(self, npc_id: str, command_id: str | int) -> None:
-        self.acks += 1
+        """Record a bot's ack; a repeated ack (a bot retrying) changes nothing."""
         ack = {"npc": npc_id, "acked_at": int(time.time() * 1000)}
         try:
+            if await self.cache.get(_ack_key(str(command_id))) is not None:
+                return
+            self.acks += 1
             await self.cache.set(_ack_key(str(command_id)), orjson.dumps(ack), WARM_TTL_S)
         except Exception:
             return  # the record is informational; the bot has the command
 
-    async def _record(self, command_id: str, npc_id: str, action: str | None, status: str) -> None:
-        record = {
+    async def _record(
+        self,
+        command_id: str,
+        npc_id: str,
+        action: str | None,
+        status: str,
+        expires_ms: int | None = None,
+    ) -> None:
+        record: dict[str, Any] = {
             "id": command_id,
             "npc": npc_id,
             "action": action,
             "status": status,
             f"{status}_at": int(time.time() * 1000),
         }
+        if expires_ms is not None:
+            record["expires_at"] = expires_ms
         try:
             await self.cache.set(_record_key(command_id), orjson.dumps(record), WARM_TTL_S)
         except Exception:
@@ -160,6 +251,9 @@ class CommandRouter:
             return None
         record = orjson.loads(raw) if raw else None
         ack = orjson.loads(raw_ack) if raw_ack else None
+        if record is not None and record.get("status") == "queued":
+            if record.get("expires_at", 0) <= time.time() * 1000:
+                record["status"] = "expired"  # nobody took it in time: it never will be
         if ack is not None and (record is None or record.get("npc") == ack.get("npc")):
             # A bot may only ack its own commands: an ack from another NPC is ignored.
             record = record or {"id": command_id, "npc": ack.get("npc")}
@@ -168,4 +262,10 @@ class CommandRouter:
         return record
 
     def stats(self) -> dict[str, int]:
-        return {"sent": self.sent, "delivered": self.delivered, "acked": self.acks}
+        return {
+            "sent": self.sent,
+            "delivered": self.delivered,
+            "acked": self.acks,
+            "queued": self.queued,
+            "deliveredQueued": self.delivered_queued,
+        }

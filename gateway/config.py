@@ -86,6 +86,8 @@ class Settings:
     # Event history (§6.5): the last N events or S seconds, whichever is less.
     history_events: int = 10_000
     history_seconds: int = 600
+    # How long a command for an offline bot waits for it (§6.5).
+    command_queue_s: int = 60
 
     @property
     def sqlite_path(self) -> Path:
@@ -121,6 +123,7 @@ class Settings:
             path_in_flight=_int(env, "GATEWAY_PATH_IN_FLIGHT", 4, minimum=1),
             history_events=_int(env, "GATEWAY_HISTORY_EVENTS", 10_000, minimum=1),
             history_seconds=_int(env, "GATEWAY_HISTORY_SECONDS", 600, minimum=1),
+            command_queue_s=_int(env, "GATEWAY_COMMAND_QUEUE_S", 60, minimum=1),
         )
 
 

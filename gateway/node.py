@@ -32,10 +32,11 @@ from gateway.history import Entry, History, HistoryRing
 from gateway.hub import Hub
 from gateway.learning import TASK_EVENTS, apply_task, parse_task
 from gateway.peers import PeerWatch
+from gateway.pending import PendingCommands
 from gateway.presence import Presence
 from gateway.protocol import CloseCode
 from gateway.registry import Registry
-from gateway.store import Store
+from gateway.store import Store, StoreUnavailable
 from gateway.task_owner import TaskOwner
 from gateway.telemetry import Telemetry
 from gateway.ticker import Ticker
@@ -69,6 +70,7 @@ class Node:
         presence: Presence,
         cache: Cache,
         history: History,
+        pending: PendingCommands,
     ) -> None:
         self.settings = settings
         self.replica = settings.replica_id
@@ -99,7 +101,16 @@ class Node:
         self.history = history
         self.history_ring = HistoryRing(settings.history_events, settings.history_seconds * 1000)
         self.recoveries = {"ok": 0, "failed": 0}
-        self.commands = CommandRouter(self.replica, self.hub, bus, self.presence, cache)
+        self.commands = CommandRouter(
+            self.replica,
+            self.hub,
+            bus,
+            self.presence,
+            cache,
+            pending,
+            self._npc_known,
+            float(settings.command_queue_s),
+        )
         self.coalescer = Coalescer()
         # Latest position per NPC as broadcast (this replica's and others'): snapshots and REST.
         self.live: dict[str, PositionUpdate] = {}
@@ -387,11 +398,21 @@ class Node:
     def _on_command_channel(self, msg: dict[str, Any]) -> None:
         if msg.get("k") in ("cmd", "cmd_ok"):
             self.commands.on_bus(msg)
+        elif msg.get("k") == "drain":  # a command was queued for a bot we hold
+            self.tasks.spawn(self.commands.on_drain(msg["npc"]), "deliver-queued")
         elif msg.get("k") == "kick":
             bot = self.hub.bots.get(msg["id"])
             if bot is not None:
                 bot.replaced = True
                 self._spawn_close(bot, CloseCode.REPLACED, "replaced by a newer connection")
+
+    async def _npc_known(self, npc_id: str) -> bool:
+        """Whether the NPC is registered; while the database is down, assume it is (a
+        command queued for nobody expires, one refused for a real bot would be lost)."""
+        try:
+            return await self.registry.get(npc_id) is not None
+        except StoreUnavailable:
+            return True
 
     def command_acked(self, npc_id: str, command_id: str | int) -> None:
         """A bot confirmed a command: recorded where every replica can look it up."""
@@ -405,6 +426,19 @@ class Node:
         return written
 
     # -- figures ------------------------------------------------------------------------------
+
+    def history_stats(self) -> dict[str, Any]:
+        """The event history (§6.5): this replica's window, resumes, and the backend."""
+        ring = self.history_ring
+        return {
+            **self.history.stats(),
+            "epoch": ring.epoch,
+            "length": len(ring),
+            "oldestSeq": ring.oldest_seq,
+            "lastSeq": ring.last_seq,
+            "restarts": ring.restarts,
+            "recoveries": dict(self.recoveries),
+        }
 
     def batch_stats(self) -> dict[str, Any]:
         c = self.coalescer

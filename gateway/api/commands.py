@@ -1,11 +1,13 @@
-"""`POST /api/npcs/{id}/commands`: hand an operator's command to the bot, on any replica."""
+"""`POST /api/npcs/{id}/commands`: hand an operator's command to the bot, on any replica, or
+queue it for up to 60 s while the bot is offline (§6.5)."""
 
 from __future__ import annotations
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from gateway.api.errors import ApiError, json_map, json_response, read_json
-from gateway.commands import NotConfirmed, NotConnected, NotReading
+from gateway.commands import NotReading, UnknownNpc
 from gateway.keys import NODE
 from gateway.protocol import COMMAND_ID_RE, NPC_ID_RE
 
@@ -28,16 +30,14 @@ async def send_command(request: web.Request) -> web.Response:
         args = {}
     args = json_map(args, "args")
     try:
-        command_id = await node.commands.send(npc_id, action, args)
-    except NotConnected:
-        raise ApiError(409, "not_connected", f"no replica holds a bot for {npc_id}") from None
+        command_id, delivered = await node.commands.send(npc_id, action, args)
+    except UnknownNpc:
+        raise ApiError(404, "not_found", f"no NPC {npc_id} is registered") from None
     except NotReading:
         raise ApiError(503, "busy", f"the bot for {npc_id} is not reading its messages") from None
-    except NotConfirmed:
-        raise ApiError(
-            504, "timeout", "the replica holding the bot did not confirm in 2 s"
-        ) from None
-    return json_response({"id": command_id, "delivered": True}, 202)
+    except (RedisError, OSError):
+        raise ApiError(503, "unavailable", "the command queue is unreachable") from None
+    return json_response({"id": command_id, "delivered": delivered, "queued": not delivered}, 202)
 
 
 async def get_command(request: web.Request) -> web.Response:

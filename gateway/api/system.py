@@ -53,6 +53,8 @@ def performance_figures(node: Node) -> dict[str, Any]:
             "framesMerged": sum(v.frames_merged for v in node.hub.viewers),
         },
         "process": {"maxRssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss},
+        "history": node.history_stats(),
+        "commands": node.commands.stats(),
     }
 
 

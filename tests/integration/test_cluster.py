@@ -302,16 +302,27 @@ async def test_commands_are_routed_across_replicas(cluster: Cluster, rest: list[
             assert (record["npc"], record["action"]) == (npc, "mine")
         assert bot.commands_received == 3
 
-    # Registered but with no bot anywhere (it just hung up): 409 from every replica.
+    # Registered but with no bot anywhere (it just hung up): queued on every replica (§6.5)...
+    queued: list[str] = []
     for r in rest:
 
-        async def refused(r: Rest = r) -> bool:
+        async def queues(r: Rest = r) -> bool:
             status, body = await r.call("POST", f"/api/npcs/{npc}/commands", {"action": "mine"})
-            return status == 409 and body["error"]["code"] == "not_connected"
+            if status == 202 and body["queued"] is True and body["delivered"] is False:
+                queued.append(body["id"])
+                return True
+            return False
 
-        await until(refused, f"409 not_connected from {r.base}", cluster=cluster)
+        await until(queues, f"a queued command from {r.base}", cluster=cluster)
+        status, record = await r.call("GET", f"/api/commands/{queued[-1]}")
+        assert (status, record["status"]) == (200, "queued")
+    # ...and handed over once when the bot comes back, to another replica than before.
+    got: list[str] = []
+    async with bots([(npc, cluster[2])], on_command=lambda m: got.append(m["id"])):
+        await until(lambda: len(got) == len(queued), "the queued commands", cluster=cluster)
+        assert got == queued
     status, body = await rest[0].call("POST", "/api/npcs/never-seen-npc/commands", {"action": "x"})
-    assert (status, body["error"]["code"]) == (409, "not_connected")
+    assert (status, body["error"]["code"]) == (404, "not_found")
 
 
 async def test_newer_connection_on_another_replica_replaces_the_older(
@@ -434,11 +445,11 @@ async def test_presence_expires_after_a_replica_is_killed(pg_server: PostgresSer
                 assert set(doomed) <= {n["id"] for n in page["npcs"]}
                 status, page = await rest_b.call("GET", "/api/npcs?online=true&limit=500")
                 assert {n["id"] for n in page["npcs"]} == set(survivor)
-                # Commands to the dead replica's bots: nobody holds them.
+                # Commands to the dead replica's bots: nobody holds them, so they wait (§6.5).
                 status, body = await rest_b.call(
                     "POST", f"/api/npcs/{doomed[0]}/commands", {"action": "mine"}
                 )
-                assert (status, body["error"]["code"]) == (409, "not_connected")
+                assert (status, body["queued"]) == (202, True)
         finally:
             await rest_b.close()
 

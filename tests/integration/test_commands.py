@@ -46,7 +46,7 @@ async def test_command_errors(gw: RunningGateway) -> None:
     rest = Rest(gw.http, token("admin", "ops"))
     try:
         status, body = await rest.call("POST", "/api/npcs/nobody/commands", {"action": "stop"})
-        assert status == 409 and body["error"]["code"] == "not_connected"
+        assert status == 404 and body["error"]["code"] == "not_found"  # never registered
         await gw.bot("someone")
         for bad in ({}, {"action": ""}, {"action": 5}, {"action": "go", "args": [1]}, [1]):
             status, body = await rest.call("POST", "/api/npcs/someone/commands", bad)
