@@ -11,6 +11,11 @@ current token's lifetime is left, and refreshes the open connection in place (`a
 fleet runs for weeks without a restart (contract §6.1). A plain string expires with its `exp`:
 the gateway closes the socket (4401) and the reconnect is refused (401), which stops the client.
 
+Nothing is missed across a reconnect (contract §6.5): a `ViewerClient` resumes the event
+stream from the last `{epoch, seq}` it got, so the events emitted while it was away arrive
+(after a `recovered` message) before live ones; a `BotClient` hands each command id to
+`on_command` once, however often a queued command reaches it.
+
     async with BotClient(url, token, on_command=handle) as bot:
         await bot.send_position(10, 64, -3)
         rtt = await bot.ping()
@@ -36,6 +41,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Self, TypeVar
+from urllib.parse import quote
 
 import jwt
 from websockets.asyncio.client import ClientConnection, connect
@@ -60,6 +66,7 @@ Handler = Callable[[Message], Awaitable[None] | None]
 TokenProvider = Callable[[], str | Awaitable[str]]
 T = TypeVar("T")
 
+SEEN_COMMANDS_KEPT = 1024  # command ids a bot remembers, to handle each once
 REFRESH_AT = 0.2  # refresh when this fraction of a token's remaining lifetime is left
 REFRESH_RETRY_S = 5.0  # at most this long between attempts after a refresh failed
 
@@ -283,7 +290,7 @@ class _Client:
         if self._provider is not None:
             self.token = await self._fresh_token()
         async with connect(
-            self.url,
+            self._connect_url(),
             additional_headers={"Authorization": f"Bearer {self.token}"},
             subprotocols=[Subprotocol(self.encoding.value)],
             compression=None,  # small frames: deflate costs CPU and memory on both ends
@@ -324,6 +331,10 @@ class _Client:
                 self.close_code = ws.close_code
                 self.close_reason = ws.close_reason or ""
                 self._fail_pending(NotConnected(f"connection closed ({ws.close_code})"))
+
+    def _connect_url(self) -> str:
+        """The URL of the next connection (a viewer adds where to resume from)."""
+        return self.url
 
     async def _on_connect(self, ws: ClientConnection) -> None:
         """Subclasses resend their state here, before the client counts as connected."""
@@ -447,6 +458,10 @@ class BotClient(_Client):
         self.position: Message | None = None  # the latest `pos` message
         self.status: str | None = None
         self.commands_received = 0
+        self.duplicate_commands = 0  # command ids seen before: acked again, not handled again
+        # Recent command ids, oldest first: a queued command (§6.5) may reach the bot again
+        # after a reconnect if its ack was lost; the handler must see it once.
+        self._seen_commands: dict[Any, None] = {}
         self._offline: deque[Message] = deque(maxlen=offline_queue)
 
     async def _on_connect(self, ws: ClientConnection) -> None:
@@ -463,13 +478,21 @@ class BotClient(_Client):
     def _handle(self, msg: Message) -> None:
         if msg.get("type") != "command":
             return
-        self.commands_received += 1
+        command_id = msg.get("id")
+        duplicate = command_id is not None and command_id in self._seen_commands
+        if duplicate:
+            self.duplicate_commands += 1
+        elif command_id is not None:
+            self._seen_commands[command_id] = None
+            if len(self._seen_commands) > SEEN_COMMANDS_KEPT:
+                del self._seen_commands[next(iter(self._seen_commands))]
+            self.commands_received += 1
         if self.auto_ack and "id" in msg:
             # Acked on receipt ("taken"): a long-running handler must not look like a loss.
             task = asyncio.ensure_future(self.ack(msg["id"]))
             self._handlers.add(task)
             task.add_done_callback(self._handler_done)
-        if self.on_command is not None:
+        if self.on_command is not None and not duplicate:
             self._call(self.on_command, msg)
 
     async def send_position(
@@ -579,12 +602,30 @@ class ViewerClient(_Client):
         self._view: tuple[str | None, Area | None] | None = None  # (dim, area) subscribed
         self._queues: set[asyncio.Queue[Message]] = set()
         self._waiters: list[tuple[Callable[[Message | None], bool], asyncio.Future[Any]]] = []
+        # Where the event stream was left (§6.5): every reconnect resumes from here.
+        self.epoch: str | None = None
+        self.seq: int | None = None
+        self.recoveries = {"ok": 0, "failed": 0}
+
+    def _since(self) -> dict[str, Any] | None:
+        if self.epoch is None or self.seq is None:
+            return None
+        return {"epoch": self.epoch, "seq": self.seq}
+
+    def _connect_url(self) -> str:
+        since = self._since()
+        if since is None or self._subscription is not None:
+            return self.url  # a subscription resumes in its `subscribe`
+        sep = "&" if "?" in self.url else "?"
+        return f"{self.url}{sep}since={quote(since['epoch'], safe='')}:{since['seq']}"
 
     async def _on_connect(self, ws: ClientConnection) -> None:
         if self._subscription is not None:
-            await ws.send(
-                encode(self._subscription, self.encoding), text=self.encoding is Encoding.JSON
-            )
+            msg = dict(self._subscription)
+            since = self._since()
+            if since is not None:
+                msg["since"] = since
+            await ws.send(encode(msg, self.encoding), text=self.encoding is Encoding.JSON)
 
     async def subscribe(self, dim: str | None = None, area: Sequence[float] | None = None) -> bool:
         """Receive only NPCs of `dim` inside `area` ([x0, z0, x1, z1]); no args: everything.
@@ -618,6 +659,12 @@ class ViewerClient(_Client):
             self.npcs.setdefault(msg["id"], {"id": msg["id"]})["status"] = msg.get("status")
         elif kind in ("joined", "left"):
             self.npcs.setdefault(msg["id"], {"id": msg["id"]})["online"] = kind == "joined"
+        elif kind == "event":
+            epoch, seq = msg.get("epoch"), msg.get("seq")
+            if isinstance(epoch, str) and isinstance(seq, int):
+                self.epoch, self.seq = epoch, seq
+        elif kind == "recovered":
+            self.recoveries["ok" if msg.get("ok") else "failed"] += 1
         for queue in self._queues:
             if queue.full():
                 queue.get_nowait()

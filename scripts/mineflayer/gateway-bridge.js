@@ -16,7 +16,8 @@
  * - events: death, respawn, chat; task:completed / task:failed for commands, with data
  *   {task: ACTION, command: COMMAND_ID, …}.
  * - commands: goto {x,y,z[,range][,planner:"gateway"]}, stop, say {text}, look {yaw,pitch}
- *   (degrees, contract convention). Every command is acked at once.
+ *   (degrees, contract convention). Every command is acked at once, and runs once per id
+ *   (a command queued for an offline bot may be delivered again after a reconnect).
  * - the gateway link reconnects by itself with jittered exponential backoff; the bot keeps
  *   playing meanwhile (tasks continue, events are queued, state is re-sent on reconnect). It
  *   gives up only on 403 (wrong role), 401 with a fixed token string, 4404 (NPC deleted) and
@@ -36,6 +37,7 @@ const MIN_POS_INTERVAL_MS = 50 // 20 Hz: the physics rate
 const HEARTBEAT_MS = 10000 // a protocol ping when the link is quiet; no pong in time: reconnect
 const STOP_CODES = new Set([4404, 4409])
 const MAX_QUEUED = 500 // events kept while disconnected (oldest dropped)
+const SEEN_COMMANDS_KEPT = 1024 // command ids remembered, so each runs once
 const IDLE_AFTER_MS = 400 // "moving" must be absent this long before "idle" (no flicker)
 const FIGHT_WINDOW_MS = 3000 // an attack keeps the status "fighting" this long
 const STEP_TICKS = 60 // gateway-planned walking: ticks (3 s) allowed per cell before "stuck"
@@ -204,6 +206,10 @@ class GatewayLink extends EventEmitter {
     this.lastAttackAt = 0
     this.metrics = {} // name -> last value sent
     this.task = null // the movement task running: {id, action, cancel(reason)}
+    // Command ids already run, oldest first: a queued command (contract §6.5) may arrive again
+    // on a later connection if its ack was lost; it is acked again but runs once.
+    this.seenCommands = new Set()
+    this.duplicateCommands = 0
     this.pathWaiters = new Map() // ref -> {resolve, reject, timer}
     this.pathSeq = 0
     this.dead = bot.isAlive === false
@@ -610,6 +616,16 @@ class GatewayLink extends EventEmitter {
     const action = typeof msg.action === 'string' ? msg.action : ''
     const args = msg.args && typeof msg.args === 'object' ? msg.args : {}
     if (fromGateway && id !== undefined) this.send({ type: 'ack', id })
+    if (fromGateway && id !== undefined) {
+      if (this.seenCommands.has(id)) {
+        this.duplicateCommands += 1
+        return
+      }
+      this.seenCommands.add(id)
+      if (this.seenCommands.size > SEEN_COMMANDS_KEPT) {
+        this.seenCommands.delete(this.seenCommands.values().next().value)
+      }
+    }
     this._emitReport({ kind: 'command', id, action, args })
     const done = (extra) => this._taskEvent('task:completed', action, id, extra)
     const fail = (reason, extra) => this._taskEvent('task:failed', action, id, { reason, ...extra })

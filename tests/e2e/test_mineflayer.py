@@ -595,3 +595,25 @@ async def test_bots_reconnect_after_the_gateway_restarts(
     # the bots never left the game
     assert fleet.ended() == []
     assert set(NAMES) <= set(await world.players())
+
+
+def test_bridge_runs_each_command_id_once(node_modules: Path) -> None:
+    """A command queued for an offline bot (§6.5) may reach it again after a reconnect: the
+    bridge acks every copy but runs the command once. Pure logic, so the link is a stub."""
+    script = (
+        "const { GatewayLink } = require('./gateway-bridge');"
+        "const link = Object.create(GatewayLink.prototype);"
+        "link.seenCommands = new Set(); link.duplicateCommands = 0;"
+        "const sent = [], ran = [];"
+        "link.send = (m) => sent.push(m);"
+        "link._emitReport = (r) => ran.push(r.id);"
+        "link._taskEvent = () => {};"
+        "for (const id of ['c1', 'c2', 'c1']) link._onCommand({ id, action: 'nope' }, true);"
+        "console.log(JSON.stringify({ sent, ran, dup: link.duplicateCommands }))"
+    )
+    out = subprocess.run(
+        ["node", "-e", script], cwd=NODE_DIR, capture_output=True, text=True, check=True
+    )
+    got = json.loads(out.stdout)
+    assert [m["id"] for m in got["sent"]] == ["c1", "c2", "c1"]  # every copy acked
+    assert got["ran"] == ["c1", "c2"] and got["dup"] == 1
