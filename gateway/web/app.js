@@ -57,7 +57,7 @@ const state = {
   filtered: [], // NPCs in the side list, sorted
   listDirty: true,
   rowsDirty: true,
-  stats: { fps: 0, drawn: 0, rafs: 0, connects: 0, renewals: 0, frames: 0, updates: 0, ups: 0, snapshots: 0, lastFrameTs: 0, subscribes: 0 },
+  stats: { fps: 0, drawn: 0, rafs: 0, connects: 0, renewals: 0, recoveries: 0, recoveryFailures: 0, recoveredEvents: 0, frames: 0, updates: 0, ups: 0, snapshots: 0, lastFrameTs: 0, subscribes: 0 },
 };
 
 // -- DOM ----------------------------------------------------------------------------------------
@@ -287,11 +287,25 @@ function handle(msg) {
       break;
     }
     case "event": {
+      // Where the stream was left: the next connection resumes after it (contract §6.5).
+      if (typeof msg.epoch === "string" && Number.isInteger(msg.seq)) {
+        resumeFrom = { epoch: msg.epoch, seq: msg.seq };
+      }
       const npc = state.npcs.get(msg.npc);
       if (npc) npc.lastEvent = msg;
       pushEvent(msg);
       break;
     }
+    case "recovered":
+      if (msg.ok) {
+        state.stats.recoveries++;
+        state.stats.recoveredEvents += msg.count || 0;
+      } else {
+        // The history no longer reaches back: say so in the log rather than hide the gap.
+        state.stats.recoveryFailures++;
+        pushEvent({ npc: "", name: "(events missed while disconnected)", data: {}, gap: true });
+      }
+      break;
     case "auth_ok":
       if (pendingToken) adoptToken(pendingToken);
       pendingToken = null;
@@ -310,11 +324,15 @@ let ws = null;
 let attempt = 0;
 let reconnectTimer = 0;
 let welcomed = false;
+let resumeFrom = null; // {epoch, seq} of the last event received
 
 function connect() {
   clearTimeout(reconnectTimer);
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  const url = `${proto}//${location.host}/ws/viewer?token=${encodeURIComponent(token)}`;
+  let url = `${proto}//${location.host}/ws/viewer?token=${encodeURIComponent(token)}`;
+  // Resume the event stream where it was left: the events emitted while the page was away
+  // arrive first (after `recovered`), so the event log has no gap (contract §6.5).
+  if (resumeFrom) url += `&since=${encodeURIComponent(resumeFrom.epoch)}:${resumeFrom.seq}`;
   setConn(attempt ? "reconnecting" : "connecting");
   welcomed = false;
   ws = new WebSocket(url, ["aicraft.v1.msgpack"]);
@@ -671,7 +689,8 @@ function flushEvents() {
   for (const msg of pendingEvents.splice(0).reverse()) {
     const li = document.createElement("li");
     const name = String(msg.name);
-    li.className = name.endsWith(":completed") ? "ok" : name.endsWith(":failed") ? "fail" : "";
+    li.className = msg.gap ? "fail" : name.endsWith(":completed") ? "ok" : name.endsWith(":failed") ? "fail" : "";
+    if (Number.isInteger(msg.seq)) li.dataset.seq = String(msg.seq);
     const npc = state.npcs.get(msg.npc);
     const who = document.createElement("b");
     who.textContent = npc ? npc.name : msg.npc;

@@ -288,6 +288,60 @@ def reachable_cell(bot: Any, steps: int) -> tuple[int, int]:
     raise AssertionError("the bot is boxed in")
 
 
+async def test_event_log_has_no_gap_after_a_reconnect(tmp_path: Path, browser: Any) -> None:
+    """The page resumes with `since` (§6.5): events emitted while it was away fill the log.
+    (Polled every 100 ms: an idle page draws no frames, so `raf` polling would stall.)"""
+    async with running_gateway(gateway_settings(tmp_path)) as gw:
+        page, errors = await open_page(browser, f"{gw.http}/?token={token('viewer', 'e2e')}")
+        bot = await gw.bot("talker")
+        try:
+            await page.wait_for_selector('#conn[data-state="connected"]', timeout=WAIT_MS)
+            # Somewhere on the map: the page subscribes to the area it shows, and events are
+            # sent for NPCs inside a viewer's area.
+            await bot.send({"type": "pos", "x": 0, "y": 64, "z": 0})
+            await page.wait_for_function(
+                "__aicraft.npc('talker') && __aicraft.npc('talker').x === 0",
+                timeout=WAIT_MS,
+                polling=100,
+            )
+            for i in range(5):
+                await bot.send({"type": "event", "name": "chat", "data": {"text": f"a{i}"}})
+            await page.wait_for_function(
+                "document.querySelectorAll('#events li[data-seq]').length === 5",
+                timeout=WAIT_MS,
+                polling=100,
+            )
+            before = await page.evaluate("__aicraft.stats.connects")
+            for viewer in list(gw.node.hub.viewers):
+                await viewer.close(1001, "test restart")
+            # Emitted while the page is away: in this same loop turn, before it can reconnect.
+            for i in range(5):
+                gw.node.accept_event("talker", "chat", {"text": f"b{i}"})
+            await page.wait_for_function(
+                "n => __aicraft.stats.connects > n && __aicraft.state.conn === 'connected'",
+                arg=before,
+                timeout=WAIT_MS,
+                polling=100,
+            )
+            await bot.send({"type": "event", "name": "chat", "data": {"text": "live"}})
+            await page.wait_for_function(
+                "document.querySelectorAll('#events li[data-seq]').length === 11",
+                timeout=WAIT_MS,
+                polling=100,
+            )
+            seqs = await page.evaluate(
+                "[...document.querySelectorAll('#events li[data-seq]')].map(li => +li.dataset.seq)"
+            )
+            assert seqs == list(range(11, 0, -1))  # newest first, every one, once
+            stats = await page.evaluate("({...__aicraft.stats})")
+            assert (stats["recoveries"], stats["recoveredEvents"]) == (1, 5)
+            assert stats["recoveryFailures"] == 0
+            assert errors == []
+        finally:
+            await bot.close()
+            await page.close()
+
+
 async def test_msgpack_decoder_matches_python_msgpack(tmp_path: Path, browser: Any) -> None:
     values: list[Any] = [
         None,
