@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from tests.harness import Peer, RunningGateway, gateway_settings, running_gateway, token
+from tests.harness import Peer, Rest, RunningGateway, gateway_settings, running_gateway, token
 
 DEADLINE_S = 10.0
 
@@ -211,3 +211,33 @@ async def test_a_malformed_since_is_refused_and_changes_nothing(gw: RunningGatew
         assert error["type"] == "error" and error["code"] == "bad_message" and error["ref"] == 7
     await viewer.roundtrip()
     assert gw.node.recoveries == {"ok": 0, "failed": 0}
+
+
+async def test_performance_and_metrics_show_the_history(tmp_path: Path) -> None:
+    async with running_gateway(gateway_settings(tmp_path)) as gw:
+        await check_history_figures(gw)
+
+
+async def check_history_figures(gw: RunningGateway) -> None:
+    bot = await gw.bot("miner")
+    last = await emit(gw, bot, 3)
+    epoch = gw.node.history_ring.epoch
+    await resume(gw, f"{epoch}:{last - 1}")  # ok
+    await resume(gw, f"other:{last}")  # not ok
+    rest = Rest(gw.http, token("viewer", "ops"))
+    try:
+        status, figures = await rest.call("GET", "/api/performance")
+        assert status == 200
+        history = figures["history"]
+        assert history["length"] == 3 and history["lastSeq"] == last
+        assert history["oldestSeq"] == last - 2 and history["epoch"] == epoch
+        assert history["recoveries"] == {"ok": 1, "failed": 1}
+        assert history["dropped"] == 0 and history["connected"] is True
+        status, text = await rest.call("GET", "/metrics")
+        assert status == 200
+        series = {line.split("{")[0]: line for line in text.splitlines() if "{" in line}
+        assert series["aicraft_history_length"].endswith(" 3.0")
+        assert series["aicraft_history_recoveries_failed"].endswith(" 1.0")
+        assert "aicraft_history_last_seq" in series
+    finally:
+        await rest.close()
