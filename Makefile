@@ -11,7 +11,7 @@ PORT ?= 8080
 # Node 22 that scripts/install-system-deps.sh installs when the machine's node is older.
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: run test test-random fuzz lock token bench bench-path bench-cluster lint format demo cluster minecraft-demo clean
+.PHONY: run test test-random fuzz lock token bench bench-path bench-history bench-cluster lint format demo cluster minecraft-demo clean
 
 # requirements.lock pins every package (make lock rewrites it); a dependency added to
 # pyproject.toml but not yet locked still installs, unpinned, until the next `make lock`.
@@ -71,6 +71,10 @@ bench: $(STAMP) $(SYSDEPS) $(PEER_MODULES)
 ## bench-path: pathfinding throughput and event-loop lag
 bench-path: $(STAMP)
 	$(BIN)/python scripts/bench_path.py $(BENCH_ARGS)
+
+## bench-history: event history (§6.5): seq numbering embedded vs Redis, recovery of 10,000 events
+bench-history: $(STAMP) $(SYSDEPS)
+	$(BIN)/python scripts/bench_history.py $(BENCH_ARGS)
 
 ## cluster: REPLICAS (default 3) replicas on 8081.. behind nginx on $(PORT), one PostgreSQL + Redis
 cluster: $(STAMP) $(SYSDEPS)
