@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import InvalidStatus
 
+from gateway.client import ViewerClient
 from tests.harness import Peer, Rest, RunningGateway, gateway_settings, running_gateway, token
 
 DEADLINE_S = 10.0
@@ -241,3 +242,29 @@ async def check_history_figures(gw: RunningGateway) -> None:
         assert "aicraft_history_last_seq" in series
     finally:
         await rest.close()
+
+
+async def test_the_sdk_viewer_resumes_by_itself_with_its_subscription(gw: RunningGateway) -> None:
+    home = await gw.bot("home")
+    await home.send({"type": "pos", "x": 5, "y": 64, "z": 5, "dim": "overworld"})
+    await home.roundtrip()
+    got: list[dict[str, Any]] = []
+    viewer = ViewerClient(gw.ws, token("viewer", "sdk"), on_message=got.append)
+    await viewer.start()
+    try:
+        await viewer.subscribe(dim="overworld", area=[0, 0, 10, 10])
+        await until(lambda: [m["type"] for m in got].count("snapshot") == 2, "the area's snapshot")
+        first = await emit(gw, home, 2)
+        await until(lambda: viewer.seq == first, "the live events")
+        for peer in list(gw.node.hub.viewers):
+            await peer.close(1001, "test restart")
+        # Emitted while it is away (this loop turn: it cannot have reconnected yet).
+        for i in range(3):
+            gw.node.accept_event("home", "away", {"i": i})
+        await until(lambda: viewer.recoveries["ok"] == 1, "the resume")
+        await until(lambda: viewer.seq == first + 3, "the missed events")
+        seqs = [m["seq"] for m in got if m["type"] == "event"]
+        assert seqs == list(range(first - 1, first + 4))  # every event once, in order
+        assert viewer.reconnects == 1
+    finally:
+        await viewer.close()
