@@ -12,6 +12,7 @@ works on every replica.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -113,8 +114,15 @@ class CommandRouter:
 
     async def _enqueue(self, npc_id: str, message: dict[str, Any]) -> None:
         expires_ms = int((time.time() + self.queue_ttl_s) * 1000)
+        # The record first: a replica taking the queue at once then overwrites it with
+        # `delivered`, never the other way round.
         await self._record(message["id"], npc_id, message["action"], "queued", expires_ms)
-        await self.pending.push(npc_id, message, expires_ms)
+        try:
+            await self.pending.push(npc_id, message, expires_ms)
+        except Exception:
+            with contextlib.suppress(Exception):  # the caller is told; no record of it stays
+                await self.cache.delete(_record_key(message["id"]))
+            raise
         self.queued += 1
         # The bot may have connected between our presence look-up and the push, and found
         # the queue empty: its replica takes the queue again.

@@ -11,6 +11,7 @@ import pytest
 
 from gateway.client import BotClient
 from tests.harness import Rest, RunningGateway, gateway_settings, running_gateway, token
+from tests.redis_server import RedisServer
 
 DEADLINE_S = 10.0
 
@@ -155,3 +156,32 @@ async def test_the_gateway_sends_an_id_at_most_once_per_connection(gw: RunningGa
     session.send_command({"type": "command", "id": "c-2", "action": "fence", "args": {}})
     assert (await bot.recv_type("command"))["id"] == "c-1"
     assert (await bot.recv_type("command"))["id"] == "c-2"
+
+
+@pytest.mark.redis
+async def test_queueing_while_redis_is_down_is_503_and_queues_nothing(
+    tmp_path: Path, redis_server: RedisServer, redis_url: str
+) -> None:
+    settings = gateway_settings(tmp_path, redis_url=redis_url)
+    async with running_gateway(settings) as gw:
+        admin = Rest(gw.http, token("admin", "ops"))
+        try:
+            await register(admin, "offline")
+            redis_server.stop()
+            status, body = await admin.call("POST", "/api/npcs/offline/commands", {"action": "a"})
+            assert (status, body["error"]["code"]) == (503, "unavailable")
+            redis_server.start()
+
+            async def queued() -> bool:
+                status, body = await admin.call(
+                    "POST", "/api/npcs/offline/commands", {"action": "b"}
+                )
+                return status == 202 and body["queued"] is True
+
+            await poll(queued, "queueing to work again once Redis is back")
+            got: list[dict[str, Any]] = []
+            async with BotClient(gw.ws, token("npc", "offline"), on_command=got.append):
+                await poll(lambda: asyncio.sleep(0, bool(got)), "the queued command")
+            assert [c["action"] for c in got] == ["b"]  # the refused one was never queued
+        finally:
+            await admin.close()
