@@ -14,7 +14,7 @@ from gateway.protocol import Area, CloseCode, Encoding, encode, in_view
 from gateway.task_owner import TaskOwner
 from gateway.telemetry import Telemetry
 from gateway.types import PositionUpdate
-from gateway.viewer import ViewerConnection
+from gateway.viewer import QueuedEvent, ViewerConnection
 
 log = logging.getLogger(__name__)
 
@@ -153,15 +153,15 @@ class Hub:
 
     def broadcast_event(self, entry: Entry) -> None:
         """Send a numbered event to every viewer whose filter covers where its NPC was."""
-        encoded: dict[Encoding, bytes] = {}
+        encoded: dict[Encoding, QueuedEvent] = {}
         for viewer in self.viewers:
             if not viewer.wants(entry):
                 continue
-            payload = encoded.get(viewer.encoding)
-            if payload is None:
-                payload = encoded[viewer.encoding] = encode(entry.message, viewer.encoding)
-            viewer.offer_message(payload)
-            viewer.event_seq = entry.seq
+            event = encoded.get(viewer.encoding)
+            if event is None:
+                payload = encode(entry.message, viewer.encoding)
+                event = encoded[viewer.encoding] = QueuedEvent(entry.epoch, entry.seq, payload)
+            viewer.offer_event(event)
 
     # -- slow-viewer policy -------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ next tick's updates are merged into a private NPC → latest map instead of queu
 the newest position always arrives and memory stays bounded by the number of NPCs. Other
 messages (status, events, snapshots) go through a bounded queue, sent before positions; if it
 overflows, what it held is dropped and the viewer is resynchronised with a fresh snapshot
-once its writer gets there (it is closed only by the stall rule: no progress for 10 s).
+once its writer gets there (it is closed only by the stall rule: no progress for 10 s). The
+events it missed that way come again from the history (§6.5), after the last one it was sent.
 """
 
 from __future__ import annotations
@@ -29,6 +30,21 @@ from gateway.types import PositionUpdate
 log = logging.getLogger(__name__)
 
 EVENT_QUEUE_MAX = 1024
+
+
+class QueuedEvent:
+    """An encoded history event; its place in the history tells how far a viewer has got.
+    One object per encoding is shared by every viewer it is offered to."""
+
+    __slots__ = ("epoch", "payload", "seq")
+
+    def __init__(self, epoch: str, seq: int, payload: bytes) -> None:
+        self.epoch = epoch
+        self.seq = seq
+        self.payload = payload
+
+
+Queued = bytes | QueuedEvent | list[QueuedEvent]
 Resync = Callable[["ViewerConnection"], Awaitable[None]]
 
 
@@ -54,6 +70,8 @@ class ViewerConnection:
         "offered_at",
         "opcode",
         "send_started",
+        "sent_epoch",
+        "sent_seq",
         "telemetry",
         "transport",
         "ws",
@@ -80,8 +98,11 @@ class ViewerConnection:
         self.area: Area | None = None
         self.event_seq = 0  # seq of the last history event offered to this viewer
         self.live_from = 0  # history seq when it went live: later events were offered live
+        # The last history event handed to the socket: where a resync resumes the events.
+        self.sent_epoch: str | None = None
+        self.sent_seq = 0
         # Encoded messages; a list is a replay, sent in order, counted as one against the cap.
-        self._events: deque[bytes | list[bytes]] = deque()
+        self._events: deque[Queued] = deque()
         self._frame: bytes | None = None  # the shared encoded frame, while nothing is merged
         self._updates: dict[str, PositionUpdate] | None = None  # what the pending frame holds
         self._merged = False  # _updates is our private copy (safe to mutate)
@@ -120,19 +141,38 @@ class ViewerConnection:
         and a resync is due: the state it described comes back as a fresh snapshot."""
         if self._idle() and self._updates is None and write_now(self.ws, payload, self.opcode):
             return
+        self._enqueue(payload)
+
+    def offer_event(self, event: QueuedEvent) -> None:
+        """Queue a history event (as `offer_message`, remembering how far the viewer got)."""
+        self.event_seq = event.seq
+        if (
+            self._idle()
+            and self._updates is None
+            and write_now(self.ws, event.payload, self.opcode)
+        ):
+            self.sent_epoch, self.sent_seq = event.epoch, event.seq
+            return
+        self._enqueue(event)
+
+    def _enqueue(self, item: Queued) -> None:
         if len(self._events) >= EVENT_QUEUE_MAX and self._resync is not None:
             self.messages_dropped += len(self._events)
             self._events.clear()
             self._resync_due = True
-        self._events.append(payload)
+        self._events.append(item)
         self._wake.set()
 
-    def offer_replay(self, payloads: list[bytes]) -> None:
+    def offer_replay(self, events: list[QueuedEvent]) -> None:
         """Queue recovered events as one item: a long replay must not trip the overflow rule
         meant for a viewer that stopped reading (the history bounds its size)."""
-        if payloads:
-            self._events.append(payloads)
+        if events:
+            self._events.append(events)
             self._wake.set()
+
+    def drop_queued_events(self) -> None:
+        """Forget the history events still queued (a resync replays them from the history)."""
+        self._events = deque(i for i in self._events if type(i) is bytes)
 
     def wants(self, entry: Entry) -> bool:
         """Whether this viewer's filter covers where the event's NPC was."""
@@ -187,15 +227,21 @@ class ViewerConnection:
                 await self._wake.wait()
                 self._wake.clear()
                 if self._resync_due and self._resync is not None:
-                    self._resync_due = False
+                    # Still due while it runs: nothing is written past the queue meanwhile,
+                    # so what the viewer was last sent stays where the replay resumes.
                     await self._resync(self)
-                while self._events:
+                    self._resync_due = False
+                while self._events and not self._resync_due:  # an overflow: resync first
                     item = self._events.popleft()
-                    if isinstance(item, list):
-                        for payload in item:
-                            await self._send(payload)
-                    else:
+                    if type(item) is bytes:
                         await self._send(item)
+                    elif type(item) is QueuedEvent:
+                        await self._send(item.payload)
+                        self.sent_epoch, self.sent_seq = item.epoch, item.seq
+                    else:
+                        for event in item:
+                            await self._send(event.payload)
+                            self.sent_epoch, self.sent_seq = event.epoch, event.seq
                 if self._updates is not None:
                     frame = self._frame
                     if frame is None:

@@ -32,7 +32,7 @@ from gateway.ratelimit import FloodGuard
 from gateway.sessions import RATE_LIMITED, encoding_of, expects, websocket
 from gateway.store import StoreUnavailable
 from gateway.token_deadline import TokenDeadline
-from gateway.viewer import ViewerConnection
+from gateway.viewer import QueuedEvent, ViewerConnection
 
 
 async def viewer_endpoint(request: web.Request) -> web.StreamResponse:
@@ -60,7 +60,9 @@ async def viewer_endpoint(request: web.Request) -> web.StreamResponse:
     # From here to start() nothing awaits: the snapshot is exactly the state before the first
     # frame the viewer is offered, and welcome and snapshot are its first two messages.
     node.hub.add_viewer(viewer)
-    viewer.live_from = viewer.event_seq = node.history_ring.last_seq
+    ring = node.history_ring
+    viewer.live_from = viewer.event_seq = viewer.sent_seq = ring.last_seq
+    viewer.sent_epoch = ring.epoch
     welcome = {
         "type": "welcome",
         "replica": node.replica,
@@ -125,15 +127,28 @@ def _recover(
     node.recoveries["ok"] += 1
     recovered = {"type": "recovered", "ok": True, "count": len(entries)}
     viewer.offer_message(encode(recovered, viewer.encoding))
-    viewer.offer_replay([encode(e.message, viewer.encoding) for e in entries])
+    viewer.offer_replay(_encoded(entries, viewer))
     viewer.event_seq = max(viewer.event_seq, ring.last_seq)
 
 
+def _encoded(entries: list[Entry], viewer: ViewerConnection) -> list[QueuedEvent]:
+    return [QueuedEvent(e.epoch, e.seq, encode(e.message, viewer.encoding)) for e in entries]
+
+
 async def _resync(node: Node, viewer: ViewerConnection) -> None:
-    """The viewer fell so far behind that queued messages were dropped: start it afresh."""
+    """The viewer fell so far behind that queued messages were dropped: start it afresh, and
+    send again the events it was not sent, from the history (§6.5)."""
     npcs = await _load_npcs(node)
+    # From here nothing awaits: the replay below ends where live events start again.
+    viewer.drop_queued_events()  # queued while we awaited: the replay has them, in order
     viewer.reset_positions()
     viewer.offer_message(_snapshot(node, npcs, viewer))
+    ring = node.history_ring
+    if ring.epoch is not None and (viewer.sent_epoch or ring.epoch) == ring.epoch:
+        entries = ring.after(ring.epoch, viewer.sent_seq, now_ms(), viewer.wants)
+        if entries:
+            viewer.offer_replay(_encoded(entries, viewer))
+    viewer.event_seq = max(viewer.event_seq, ring.last_seq)
 
 
 def _offered_live(viewer: ViewerConnection) -> Callable[[Entry], bool]:

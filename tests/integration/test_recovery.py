@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from gateway.client import ViewerClient
@@ -268,3 +271,41 @@ async def test_the_sdk_viewer_resumes_by_itself_with_its_subscription(gw: Runnin
         assert viewer.reconnects == 1
     finally:
         await viewer.close()
+
+
+async def test_a_viewer_too_slow_for_its_queue_still_gets_every_event(tmp_path: Path) -> None:
+    """Its queue overflows (dropped, resynced with a snapshot); the events it was not sent
+    come again from the history, after the last one it was sent: no gap."""
+    async with running_gateway(gateway_settings(tmp_path, tick_ms=0)) as gw:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # stop reading: stall soon
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", gw.port))
+        async with connect(
+            f"{gw.ws}/ws/viewer?token={token('viewer', 'slow')}",
+            sock=sock,
+            max_queue=1,  # the client stops reading the socket while a message waits
+            max_size=None,
+        ) as ws:
+            assert orjson.loads(await ws.recv())["type"] == "welcome"
+            (viewer,) = gw.node.hub.viewers
+            pad = "x" * 4000  # fat events fill the socket buffers sooner
+            n = 0
+            while viewer.messages_dropped == 0:
+                assert n < 8000, "the viewer's queue never overflowed"
+                gw.node.accept_event("npc", "fat", {"n": n, "pad": pad})
+                n += 1
+                if n % 50 == 0:
+                    await asyncio.sleep(0)  # let its writer run (and block on the socket)
+            for _ in range(20):  # a few more after the overflow
+                gw.node.accept_event("npc", "fat", {"n": n, "pad": pad})
+                n += 1
+            got: list[int] = []
+            snapshots = 0
+            while len(got) < n:
+                msg = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+                if msg["type"] == "event":
+                    got.append(msg["data"]["n"])
+                snapshots += msg["type"] == "snapshot"
+            assert got == list(range(n))  # every event once, in order, across the resync
+            assert snapshots == 2  # the first one, and the resync's
