@@ -227,6 +227,9 @@ class GatewayProcess:
         self.proc = subprocess.Popen(
             cmd, cwd=self.cwd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
         )
+        # The child has its own descriptor; ours, left open, would be collected (and warned
+        # about, an error here) in whichever test runs next: a failure that depends on order.
+        self.log.close()
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
             if self.proc.poll() is not None:
