@@ -84,6 +84,10 @@ cluster: $(STAMP) $(SYSDEPS)
 bench-cluster: $(STAMP) $(SYSDEPS)
 	$(BIN)/python scripts/bench_cluster.py $(if $(QUICK),--quick,) $(BENCH_ARGS)
 
+## chaos: soak under scheduled faults, 2 replicas behind nginx (MINUTES=10; exits 1 on loss)
+chaos: $(STAMP) $(SYSDEPS)
+	$(BIN)/python scripts/chaos.py --minutes $(or $(MINUTES),10) $(CHAOS_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests scripts
 	$(BIN)/ruff format --check gateway tests scripts

@@ -100,6 +100,16 @@ class RedisServer:
         if self._proc is not None:
             self._proc.send_signal(signal.SIGCONT)
 
+    def kill(self) -> None:
+        """SIGKILL: a crash. The data (none is persisted) is gone; `start()` brings it back."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.kill()
+        proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:

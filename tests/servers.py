@@ -8,8 +8,10 @@ live in a temporary directory that is removed when the server is closed or the p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -181,6 +183,33 @@ class PostgresServer:
         self._run(
             str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"
         )
+
+    def _pids(self) -> list[int]:
+        """The postmaster and every process it started (backends, checkpointer, ...)."""
+        pid_file = self.data_dir / "postmaster.pid"
+        if self._base is None or not pid_file.exists():
+            return []
+        root = int(pid_file.read_text().split()[0])
+        pids = [root]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == root:
+                pids.append(int(stat.parent.name))
+        return pids
+
+    def pause(self) -> None:
+        """SIGSTOP the whole server: connections stay open and nothing answers (a freeze)."""
+        for pid in self._pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in self._pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def close(self) -> None:
         """Stop the server and delete its files."""
