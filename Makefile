@@ -11,7 +11,7 @@ PORT ?= 8080
 # Node 22 that scripts/install-system-deps.sh installs when the machine's node is older.
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: run test test-random fuzz lock token bench bench-path bench-history bench-cluster lint format demo cluster minecraft-demo clean
+.PHONY: run test test-random fuzz lock token bench bench-path bench-history bench-cluster chaos lint format demo cluster minecraft-demo clean
 
 # requirements.lock pins every package (make lock rewrites it); a dependency added to
 # pyproject.toml but not yet locked still installs, unpinned, until the next `make lock`.
