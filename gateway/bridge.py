@@ -7,9 +7,16 @@ login is answered with request id -1.
 Two vanilla-server quirks shape the client:
 - the server reads one packet per socket read and drops the connection if a read holds more
   than that, so we never write a second packet before the first one is answered;
-- responses over 4096 bytes are split over several packets with the same id and no end
-  marker, so after the first one arrives we send a packet of an unknown type with a fresh id
-  and collect fragments until the server's "Unknown request" reply to it comes back.
+- long responses are split over several packets with the same id and no end marker: vanilla
+  cuts the reply string into pieces of 4,096 UTF-16 code units and sends each as UTF-8, so a
+  piece that was cut is at least 4,096 bytes long. Only when the first body is that long do we
+  send a packet of an unknown type with a fresh id and collect fragments until the server's
+  "Unknown request" reply to it comes back. Shorter replies are complete: no extra round trip,
+  and no hang on servers that ignore unknown packet types.
+
+A command is sent at most once. An idle connection the server closed is noticed before the
+command is written (the socket is peeked) and replaced; a connection that breaks after the
+command was written is an error, never a resend: the server may have run it (a `give` twice).
 
 The packet codec below is pure; `MinecraftBridge` holds one lazily opened, authenticated
 connection, serialises commands with a lock and runs each one through its circuit breaker.
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -149,7 +157,7 @@ def parse_rcon_url(url: str) -> RconTarget:
 
 
 class _StaleConnection(RconConnectionError):
-    """A reused connection was found closed before any reply byte arrived."""
+    """The connection was found closed before any reply byte arrived."""
 
 
 class _Connection:
@@ -182,6 +190,23 @@ class _Connection:
     @property
     def usable(self) -> bool:
         return not (self._writer.is_closing() or self._reader.at_eof())
+
+    def peer_closed(self) -> bool:
+        """Has the server closed (or reset) this idle connection? Asks the kernel, so a close
+        the event loop has not processed yet is seen too. Bytes waiting on an idle connection
+        mean it is out of step: closed as well."""
+        sock = self._writer.get_extra_info("socket")
+        if sock is None:
+            return False
+        try:
+            with socket.fromfd(sock.fileno(), sock.family, sock.type) as peek:
+                data = peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False  # nothing to read: alive
+        except OSError:
+            return True  # reset
+        del data  # b"" is the server's FIN; anything else is out of step
+        return True
 
     def close(self) -> None:
         self._writer.close()
@@ -229,6 +254,8 @@ class _Connection:
             raise RconConnectionError(f"the RCON connection broke mid-reply: {exc}") from exc
 
     async def _rest_of_reply(self, command_id: int, first: bytes) -> str:
+        if len(first) < MAX_FRAGMENT:
+            return first.decode("utf-8", errors="replace")  # never split: complete
         body = bytearray(first)
         # Only now that the server has answered may the probe go out (one packet per read).
         probe_id = self._new_id()
@@ -302,25 +329,19 @@ class MinecraftBridge:
 
     async def _run(self, command: str) -> str:
         async with self._lock:
-            reused = self._conn is not None and self._conn.usable
-            if not reused:
+            conn = self._conn
+            if conn is not None and (not conn.usable or conn.peer_closed()):
+                # Closed while idle (e.g. the server restarted): nothing was sent on it yet.
+                log.info("RCON connection to %s was closed; reconnecting", self.target.host)
                 self._drop()
             conn = await self._connection()
             try:
                 return await conn.execute(command)
-            except _StaleConnection:
+            except _StaleConnection as exc:
                 self._drop()
-                if not reused:
-                    raise
-                # The server went away since the last command (e.g. it restarted) and nothing
-                # of this one was answered, so it is sent once more on a fresh connection.
-                log.info("RCON connection to %s was closed; reconnecting", self.target.host)
-                conn = await self._connection()
-                try:
-                    return await conn.execute(command)
-                except BaseException:
-                    self._drop()
-                    raise
+                raise RconConnectionError(
+                    f"{exc} after the command was written; it may have run, so it is not sent again"
+                ) from exc
             except BaseException:
                 # A half-read reply would desynchronise the next command: start afresh.
                 self._drop()

@@ -10,7 +10,9 @@ mirrored here. Like the vanilla server it:
   (vanilla reads each request with a single 1460-byte read).
 
 Commands: `echo TEXT` → TEXT; `long N` → N bytes of numbered lines; `hang` → never answers;
-anything else → "Unknown or incomplete command".
+`crash` → runs (is recorded) and drops the connection without answering, like a server dying
+mid-command; anything else → "Unknown or incomplete command". With `answer_unknown=False` the
+server ignores packets of unknown types (some servers and proxies do), instead of answering.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ class _Session(asyncio.Protocol):
                 self.transport.write(pack(-1, 2, b""))
                 return
             self.server.commands.append(body)
+            if body == "crash":
+                self.transport.close()
+                return
             answer = self.server.run(body)
             if answer is None:
                 return  # `hang`
@@ -93,7 +98,11 @@ class _Session(asyncio.Protocol):
             for chunk in chunks:
                 self.transport.write(pack(request_id, 0, chunk))
         else:
-            self.transport.write(pack(request_id, 0, f"Unknown request {packet_type:x}".encode()))
+            self.server.probes += 1
+            if self.server.answer_unknown:
+                self.transport.write(
+                    pack(request_id, 0, f"Unknown request {packet_type:x}".encode())
+                )
 
 
 class RconTestServer:
@@ -108,6 +117,8 @@ class RconTestServer:
         self.connections = 0
         self.logins = 0
         self.dropped = 0
+        self.probes = 0  # packets of unknown types received
+        self.answer_unknown = True
         self.commands: list[str] = []
         self._server: asyncio.Server | None = None
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -123,24 +122,62 @@ async def test_reconnects_after_the_server_restarts(
 
 
 @pytest.mark.parametrize("abort", [False, True], ids=["fin", "reset"])
-async def test_resends_once_when_the_idle_connection_died_unnoticed(
-    rcon: RconTestServer,
-    make_bridge: BridgeFactory,
-    abort: bool,
-    caplog: pytest.LogCaptureFixture,
+async def test_a_command_whose_connection_died_under_it_is_an_error_not_a_resend(
+    rcon: RconTestServer, make_bridge: BridgeFactory, abort: bool
 ) -> None:
     bridge = make_bridge(rcon.url())
     assert await bridge.command("echo one") == "one"
     # The close lands while the next command is already written (the bridge has not run
-    # since, so it still looks usable): the command is answered on a fresh connection.
+    # since, so it still looks usable). Whether the server ran it cannot be known: it must
+    # not be sent again (a `give` would run twice), so the caller gets an error.
     rcon.drop_connections(abort=abort)
-    assert bridge.connected
-    with caplog.at_level(logging.INFO, logger="gateway.bridge"):
-        assert await bridge.command("echo two") == "two"
-    assert "reconnecting" in caplog.text
-    assert rcon.commands == ["echo one", "echo two"]  # run once, not twice
-    assert rcon.connections == 2
+    with pytest.raises(RconConnectionError, match="not sent again"):
+        await bridge.command("give steve diamond 1")
+    assert rcon.commands.count("give steve diamond 1") <= 1
+    assert await bridge.command("echo two") == "two"  # the next one uses a fresh connection
+
+
+async def test_a_command_the_server_ran_before_dying_is_never_run_twice(
+    rcon: RconTestServer, make_bridge: BridgeFactory
+) -> None:
+    bridge = make_bridge(rcon.url())
+    assert await bridge.command("echo warm") == "warm"  # a reused connection, as in production
+    with pytest.raises(RconConnectionError):
+        await bridge.command("crash")
+    assert rcon.commands.count("crash") == 1
+    assert await bridge.command("echo after") == "after"
+
+
+async def test_an_idle_connection_the_server_closed_is_replaced_before_sending(
+    rcon: RconTestServer, make_bridge: BridgeFactory
+) -> None:
+    bridge = make_bridge(rcon.url())
+    assert await bridge.command("echo one") == "one"
+    rcon.drop_connections()
+    await poll_until(lambda: not rcon.sessions)  # the close reached the wire
+    assert await bridge.command("echo two") == "two"
+    assert rcon.commands == ["echo one", "echo two"]
     assert bridge.breaker.stats()["failures"] == 0
+
+
+async def test_a_short_reply_needs_no_probe(
+    rcon: RconTestServer, make_bridge: BridgeFactory
+) -> None:
+    # A server that ignores unknown packet types would never answer a probe: a reply that
+    # cannot have been split (body under 4,096 bytes) must come back without one.
+    rcon.answer_unknown = False
+    bridge = make_bridge(rcon.url(), BreakerConfig(timeout=2.0))
+    assert await bridge.command("echo quick") == "quick"
+    assert await bridge.command(f"long {4095}") == long_text(4095)
+    assert rcon.probes == 0
+
+
+async def test_a_reply_that_may_be_split_is_probed(
+    rcon: RconTestServer, make_bridge: BridgeFactory
+) -> None:
+    bridge = make_bridge(rcon.url())
+    assert await bridge.command(f"long {4096}") == long_text(4096)  # exactly one fragment
+    assert rcon.probes == 1
 
 
 async def test_reconnects_after_a_failed_call_while_down(
