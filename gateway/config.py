@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.store.retention import parse_duration_s
+
 MIN_SECRET_BYTES = 32  # HMAC-SHA256 key: shorter is guessable (§6.1)
 
 
@@ -41,6 +43,19 @@ def _origins(raw: str | None) -> tuple[str, ...] | None:
     return origins
 
 
+def _duration(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = parse_duration_s(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum} s, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every knob of one replica. Build it with :meth:`from_env`; tests build it directly."""
@@ -58,6 +73,8 @@ class Settings:
     # Seconds the database breaker stays OPEN before a trial call (writes wait that long after
     # the database returns; the default keeps a flapping database from being hammered).
     db_breaker_reset_s: float = 60.0
+    # Metrics (task:* rows too) older than this are dropped (GATEWAY_METRICS_RETENTION).
+    metrics_retention_s: int = 7 * 86_400
     rcon_url: str | None = None
     log_level: str = "INFO"
     # Flood control: token bucket per bot connection.
@@ -111,6 +128,7 @@ class Settings:
             workers=_int(env, "GATEWAY_WORKERS", os.cpu_count() or 1, minimum=1),
             db_pool_max=_int(env, "GATEWAY_DB_POOL_MAX", 20, minimum=1),
             db_breaker_reset_s=float(_int(env, "GATEWAY_DB_BREAKER_RESET_S", 60, minimum=1)),
+            metrics_retention_s=_duration(env, "GATEWAY_METRICS_RETENTION", 7 * 86_400),
             rcon_url=env.get("GATEWAY_RCON_URL") or None,
             log_level=(env.get("GATEWAY_LOG_LEVEL") or "INFO").upper(),
             rate_per_s=float(_int(env, "GATEWAY_RATE_PER_S", 50, minimum=1)),

@@ -32,7 +32,9 @@ class GuardedStore:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._store, name)
-        if not asyncio.iscoroutinefunction(attr) or name in ("open", "close", "migrate"):
+        # Maintenance runs long by design (batches) and must not trip the breaker's 5 s timeout.
+        unguarded = ("open", "close", "migrate", "maintain_metrics")
+        if not asyncio.iscoroutinefunction(attr) or name in unguarded:
             return attr
 
         @functools.wraps(attr)

@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 _pack = msgpack.Packer(use_bin_type=True).pack
 PRESENCE_HEARTBEAT_S = 5.0  # a third of the Redis presence TTL (15 s)
 PEER_SILENCE_S = 15.0  # a replica not heard for the presence TTL is taken for dead
+RETENTION_EVERY_S = 3600.0  # metrics retention runs at start, then this often
+RETENTION_RETRY_S = 60.0  # sooner while the database is down
 
 
 def now_ms() -> int:
@@ -150,6 +152,7 @@ class Node:
         if self.ticker is not None:
             self.ticker.start()
         self._heartbeat = asyncio.create_task(self._presence_heartbeat(), name="presence")
+        self._retention = asyncio.create_task(self._retention_loop(), name="metrics-retention")
         self.state = "ok"
 
     async def _presence_heartbeat(self) -> None:
@@ -175,6 +178,25 @@ class Node:
                 if bot is not None:
                     bot.replaced = True
                     self._spawn_close(bot, CloseCode.REPLACED, "replaced by a newer connection")
+
+    async def _retention_loop(self) -> None:
+        """GATEWAY_METRICS_RETENTION: drop expired metrics (partitions on PostgreSQL)."""
+        retention_ms = self.settings.metrics_retention_s * 1000
+        while True:
+            delay = RETENTION_EVERY_S
+            try:
+                report = await self.store.maintain_metrics(retention_ms, now_ms())
+                if report.partitions_dropped or report.rows_deleted:
+                    log.info(
+                        "metrics retention: %d partitions and %d rows dropped",
+                        report.partitions_dropped,
+                        report.rows_deleted,
+                    )
+            except StoreUnavailable:
+                delay = RETENTION_RETRY_S
+            except Exception:
+                log.exception("metrics retention failed")
+            await asyncio.sleep(delay)
 
     def _bus_reconnects(self) -> int:
         return int(self.bus.stats().get("reconnects", 0))
@@ -213,7 +235,8 @@ class Node:
         await self.tasks.close(deadline_s=5.0)
         await self.history.close()
         self._heartbeat.cancel()
-        await asyncio.gather(self._heartbeat, return_exceptions=True)
+        self._retention.cancel()
+        await asyncio.gather(self._heartbeat, self._retention, return_exceptions=True)
         await self.bus.close()
 
     # -- positions ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
+from gateway.store.retention import RetentionReport
 from gateway.types import MetricRow, NpcMap, PositionUpdate
 
 
@@ -80,6 +81,9 @@ class Store(Protocol):
         """Apply `change` to the profile atomically (no lost update across replicas)."""
 
     # -- metrics --------------------------------------------------------------------------------
+    async def maintain_metrics(self, retention_ms: int, now_ms: int) -> RetentionReport:
+        """Drop metrics older than `retention_ms` before `now_ms` (see store/retention.py)."""
+
     async def insert_metrics(self, rows: Sequence[MetricRow]) -> int:
         """How many rows were inserted (rows of unknown NPCs are not)."""
 

@@ -28,6 +28,14 @@ from gateway.store.common import (
     iso,
     latest_positions,
 )
+from gateway.store.retention import (
+    DAY_MS,
+    PARTITIONS_AHEAD,
+    RETENTION_BATCH,
+    RetentionReport,
+    partition_day,
+    partition_name,
+)
 from gateway.types import MetricRow, NpcMap, PositionUpdate
 
 _COLS = ", ".join(NPC_COLUMNS)
@@ -72,6 +80,75 @@ SELECT u.npc, u.name, u.value, u.ts
 FROM unnest($1::text[], $2::text[], $3::float8[], $4::int8[]) AS u (npc, name, value, ts)
 WHERE EXISTS (SELECT 1 FROM npcs WHERE npcs.id = u.npc)
 """
+
+# -- retention: metrics partitioned by UTC day (schema/002_metrics_by_day.sql) -------------------
+_RETENTION_LOCK = 0x41494372616675  # any constant, not the migrations' lock
+DROP_LOCK_TIMEOUT_MS = 500
+_LIST_PARTITIONS = """
+SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'metrics'::regclass
+"""
+_DELETE_EXPIRED_DEFAULT = f"""
+DELETE FROM metrics_default WHERE ctid IN (
+    SELECT ctid FROM metrics_default WHERE ts < $1 LIMIT {RETENTION_BATCH}
+)
+"""
+
+
+async def _ensure_partition(conn: asyncpg.Connection, day: int) -> int:
+    """Create the partition of `day` (days since the epoch) unless it exists; 1 if created.
+    Rows of that day already in the default partition are moved into it, in one transaction."""
+    name = partition_name(day)
+    if await conn.fetchval("SELECT to_regclass($1)", name) is not None:
+        return 0
+    low, high = day * DAY_MS, (day + 1) * DAY_MS
+    try:
+        return await _create_partition(conn, name, low, high)
+    except asyncpg.LockNotAvailableError:
+        return 0  # busy (e.g. an NPC being deleted): the next run creates it
+
+
+async def _create_partition(conn: asyncpg.Connection, name: str, low: int, high: int) -> int:
+    async with conn.transaction():
+        # The partition's foreign key locks `npcs` too: never wait long enough for a deadlock
+        # with a writer (deadlock_timeout is 1 s); give up and let the next run do it.
+        await conn.execute(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT_MS}ms'")
+        try:
+            async with conn.transaction():  # a savepoint: the fallback below runs after it
+                await conn.execute(
+                    f"CREATE TABLE {name} PARTITION OF metrics FOR VALUES FROM ({low}) TO ({high})"
+                )
+                return 1
+        except asyncpg.CheckViolationError:
+            pass  # the default partition holds rows of that day: move them
+        except asyncpg.DuplicateTableError:
+            return 0  # created meanwhile
+        await conn.execute(f"CREATE TABLE {name} (LIKE metrics INCLUDING DEFAULTS)")
+        await conn.execute(
+            f"WITH moved AS (DELETE FROM metrics_default WHERE ts >= {low} AND ts < {high}"
+            f" RETURNING *) INSERT INTO {name} SELECT * FROM moved"
+        )
+        await conn.execute(
+            f"ALTER TABLE metrics ATTACH PARTITION {name} FOR VALUES FROM ({low}) TO ({high})"
+        )
+    return 1
+
+
+async def _drop_partition(conn: asyncpg.Connection, name: str) -> bool:
+    """Detach and drop one partition; False if its lock was not free in time (next run).
+
+    DETACH ... CONCURRENTLY is refused while a default partition exists, so the detach takes
+    the parent's lock for a moment: a catalog change, no row is read or written. It waits at
+    most DROP_LOCK_TIMEOUT for that lock, so writers queue behind it at most that long."""
+    try:
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT_MS}ms'")
+            await conn.execute(f"ALTER TABLE metrics DETACH PARTITION {name}")
+    except asyncpg.LockNotAvailableError:
+        return False
+    await conn.execute(f"DROP TABLE IF EXISTS {name}")  # detached: locks only itself
+    return True
+
 
 # Registers the NPC or returns the existing row, in one round trip. `inserted` feeds `writes`.
 _ENSURE = f"""
@@ -397,6 +474,45 @@ class PostgresStore:
                     if attempt == 1:
                         raise
         return 0  # not reached
+
+    async def maintain_metrics(self, retention_ms: int, now_ms: int) -> RetentionReport:
+        """Keep `retention_ms` of metrics: create the next days' partitions, detach and drop
+        partitions wholly older than the cutoff (writers wait at most DROP_LOCK_TIMEOUT_MS,
+        once per day dropped), and delete expired rows of the default partition in small
+        batches. One replica at a time (an advisory lock); the others skip."""
+        report = RetentionReport()
+        cutoff = now_ms - retention_ms
+        async with self._conn() as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _RETENTION_LOCK):
+                return report
+            try:
+                today = now_ms // DAY_MS
+                # Today and the next days, and any recent day the default partition holds
+                # rows of (written before its partition existed).
+                days = set(range(today, today + PARTITIONS_AHEAD + 1))
+                stray = await conn.fetch(
+                    "SELECT DISTINCT ts / $1 AS day FROM metrics_default"
+                    " WHERE ts >= $2 AND ts < $3",
+                    DAY_MS,
+                    cutoff,
+                    (today + PARTITIONS_AHEAD + 1) * DAY_MS,
+                )
+                days.update(int(r["day"]) for r in stray)
+                for day in sorted(days):
+                    report.partitions_created += await _ensure_partition(conn, day)
+                for name in await conn.fetch(_LIST_PARTITIONS):
+                    day = partition_day(name["relname"])
+                    if day is not None and (day + 1) * DAY_MS <= cutoff:
+                        if await _drop_partition(conn, name["relname"]):
+                            report.partitions_dropped += 1
+                while True:
+                    deleted = _affected(await conn.execute(_DELETE_EXPIRED_DEFAULT, cutoff))
+                    report.rows_deleted += deleted
+                    if deleted < RETENTION_BATCH:
+                        break
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _RETENTION_LOCK)
+        return report
 
     async def query_metrics(
         self,

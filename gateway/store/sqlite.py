@@ -26,6 +26,7 @@ from gateway.store.common import (
     latest_positions,
     now_iso,
 )
+from gateway.store.retention import RETENTION_BATCH, RetentionReport
 from gateway.types import MetricRow, NpcMap, PositionUpdate
 
 T = TypeVar("T")
@@ -348,6 +349,23 @@ class SqliteStore:
         payload = json.dumps([[r[0], r[1], float(r[2]), int(r[3])] for r in rows], allow_nan=False)
         inserted: int = await self._call(self._insert_metrics, payload)
         return inserted
+
+    def _delete_expired(self, cutoff_ms: int) -> int:
+        cur = self._write(
+            "DELETE FROM metrics WHERE rowid IN (SELECT rowid FROM metrics WHERE ts < ? LIMIT ?)",
+            (cutoff_ms, RETENTION_BATCH),
+        )
+        return max(cur.rowcount, 0)
+
+    async def maintain_metrics(self, retention_ms: int, now_ms: int) -> RetentionReport:
+        """Delete metrics older than `retention_ms`, a small batch per call on the store's
+        thread, so other store calls run between batches instead of waiting for all of it."""
+        report = RetentionReport()
+        while True:
+            deleted: int = await self._call(self._delete_expired, now_ms - retention_ms)
+            report.rows_deleted += deleted
+            if deleted < RETENTION_BATCH:
+                return report
 
     def _query_metrics(
         self, npc: str | None, name: str | None, since_ms: int | None, limit: int
