@@ -17,6 +17,17 @@ from gateway.config import ConfigError, Settings
 log = logging.getLogger("gateway")
 
 
+def tune_gc() -> None:
+    """Everything allocated so far lives as long as the process: keep it out of the cyclic
+    collector's scans, and collect young objects less often (the hot path allocates a few
+    short-lived dicts per update; full scans of a big heap show up as tick lateness). Full
+    collections are left to the node's periodic one (GATEWAY_GC_FULL_EVERY_S), which bounds
+    the garbage that connection churn leaves in cycles."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 async def serve(settings: Settings, host: str, port: int) -> None:
     from gateway.app import create_app, make_runner
     from gateway.keys import NODE
@@ -40,12 +51,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    # Everything allocated so far lives as long as the process: keep it out of the cyclic
-    # collector's scans, and collect young objects less often (the hot path allocates a few
-    # short-lived dicts per update; full scans of a big heap show up as tick lateness).
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    tune_gc()
     print(f"gateway {settings.replica_id} listening on http://{host}:{port}", flush=True)
     await stop.wait()
     log.info("draining")

@@ -75,6 +75,9 @@ class Settings:
     db_breaker_reset_s: float = 60.0
     # Metrics (task:* rows too) older than this are dropped (GATEWAY_METRICS_RETENTION).
     metrics_retention_s: int = 7 * 86_400
+    # A full garbage collection this often (0: never; the thresholds `serve` sets make them
+    # rare otherwise, and closed connections' cycles would pile up for hours).
+    gc_full_every_s: float = 30.0
     rcon_url: str | None = None
     log_level: str = "INFO"
     # Flood control: token bucket per bot connection.
@@ -129,6 +132,7 @@ class Settings:
             db_pool_max=_int(env, "GATEWAY_DB_POOL_MAX", 20, minimum=1),
             db_breaker_reset_s=float(_int(env, "GATEWAY_DB_BREAKER_RESET_S", 60, minimum=1)),
             metrics_retention_s=_duration(env, "GATEWAY_METRICS_RETENTION", 7 * 86_400),
+            gc_full_every_s=float(_int(env, "GATEWAY_GC_FULL_EVERY_S", 30, minimum=0)),
             rcon_url=env.get("GATEWAY_RCON_URL") or None,
             log_level=(env.get("GATEWAY_LOG_LEVEL") or "INFO").upper(),
             rate_per_s=float(_int(env, "GATEWAY_RATE_PER_S", 50, minimum=1)),

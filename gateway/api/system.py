@@ -52,7 +52,10 @@ def performance_figures(node: Node) -> dict[str, Any]:
             "closedSlow": node.hub.viewers_closed_slow,
             "framesMerged": sum(v.frames_merged for v in node.hub.viewers),
         },
-        "process": {"maxRssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss},
+        "process": {
+            "maxRssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "gc": node.gc_stats(),
+        },
         "history": node.history_stats(),
         "commands": node.commands.stats(),
     }

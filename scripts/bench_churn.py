@@ -1,0 +1,126 @@
+"""Memory under connection churn: RSS of a real `python -m gateway serve` while bots connect,
+send a little and disconnect, with the periodic full collection on (the default) and off.
+
+    python scripts/bench_churn.py                      # 14,000 connects, 2,000 idle bots held
+    python scripts/bench_churn.py --churn 4000 --idle 500
+
+The gateway runs on embedded SQLite in a temp dir, with the GC thresholds `serve` sets. RSS is
+read from /proc/PID/status (VmRSS) of the gateway process. Figures are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import orjson  # noqa: E402
+from websockets.asyncio.client import connect  # noqa: E402
+
+from gateway.auth import issue_token  # noqa: E402
+from tests.harness import GatewayProcess  # noqa: E402
+
+PARALLEL = 50  # connections churned at once
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def one_bot(ws_url: str, secret: str, npc: str, hold: asyncio.Event | None) -> None:
+    headers = {"Authorization": f"Bearer {issue_token(secret, 'npc', npc)}"}
+    async with connect(ws_url + "/ws/npc", additional_headers=headers, compression=None) as ws:
+        await ws.recv()  # welcome
+        await ws.send(orjson.dumps({"type": "pos", "x": 1, "y": 64, "z": 2}).decode())
+        await ws.send(orjson.dumps({"type": "ping", "ref": 1}).decode())
+        while orjson.loads(await ws.recv()).get("type") != "pong":
+            pass
+        if hold is not None:
+            await hold.wait()
+
+
+async def run(churn: int, idle: int, gc_every: int) -> dict[str, float]:
+    secret = secrets.token_urlsafe(48)
+    data = Path(tempfile.mkdtemp(prefix="aicraft-churn-"))
+    proc = GatewayProcess(
+        {
+            "GATEWAY_SECRET": secret,
+            "GATEWAY_DATA_DIR": str(data),
+            "GATEWAY_WORKERS": "1",
+            "GATEWAY_GC_FULL_EVERY_S": str(gc_every),
+            "GATEWAY_LOG_LEVEL": "WARNING",
+        }
+    )
+    proc.start()
+    assert proc.proc is not None
+    pid = proc.proc.pid
+    try:
+        hold = asyncio.Event()
+        held = [
+            asyncio.create_task(one_bot(proc.ws, secret, f"idle-{i}", hold)) for i in range(idle)
+        ]
+        await asyncio.sleep(5)
+        figures = {"idle bots connected": rss_mb(pid)}
+        peak = 0.0
+        sem = asyncio.Semaphore(PARALLEL)
+
+        async def churned(i: int) -> None:
+            async with sem:
+                await one_bot(proc.ws, secret, f"churn-{i}", None)
+
+        started = time.monotonic()
+        tasks = [asyncio.create_task(churned(i)) for i in range(churn)]
+        while not all(t.done() for t in tasks):
+            peak = max(peak, rss_mb(pid))
+            await asyncio.sleep(0.5)
+        figures["peak during churn"] = peak
+        figures["churn seconds"] = time.monotonic() - started
+        figures["right after churn"] = rss_mb(pid)
+        await asyncio.sleep(max(gc_every, 1) + 5)
+        figures[f"{max(gc_every, 1) + 5} s later"] = rss_mb(pid)
+        hold.set()
+        await asyncio.gather(*held, return_exceptions=True)
+    finally:
+        proc.terminate()
+    return figures
+
+
+async def main_async(churn: int, idle: int) -> None:
+    print(
+        f"{churn:,} bot connects and disconnects ({PARALLEL} at once) with {idle:,} idle bots held"
+    )
+    print("(RSS of the gateway process, MB)\n")
+    for label, every in (
+        ("full collection every 30 s (default)", 30),
+        ("no periodic full collection", 0),
+    ):
+        figures = await run(churn, idle, every)
+        print(label)
+        for key, value in figures.items():
+            print(f"  {key:28} {value:8.1f}")
+        print()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--churn", type=int, default=14_000)
+    parser.add_argument("--idle", type=int, default=2_000)
+    args = parser.parse_args()
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    asyncio.run(main_async(args.churn, args.idle))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
