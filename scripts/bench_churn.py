@@ -1,8 +1,10 @@
-"""Memory under connection churn: RSS of a real `python -m gateway serve` while bots connect,
-send a little and disconnect, with the periodic full collection on (the default) and off.
+"""Memory under connection churn: RSS of a real `python -m gateway serve` while waves of bots
+connect, move for a while (long enough for their objects to be promoted to the oldest GC
+generation, as a real session's are) and disconnect, with the periodic full collection on (the
+default) and off.
 
-    python scripts/bench_churn.py                      # 14,000 connects, 2,000 idle bots held
-    python scripts/bench_churn.py --churn 4000 --idle 500
+    python scripts/bench_churn.py                      # 7 waves of 2,000 (14,000 connects)
+    python scripts/bench_churn.py --churn 4000 --wave 1000 --idle 200
 
 The gateway runs on embedded SQLite in a temp dir, with the GC thresholds `serve` sets. RSS is
 read from /proc/PID/status (VmRSS) of the gateway process. Figures are printed.
@@ -28,7 +30,8 @@ from websockets.asyncio.client import connect  # noqa: E402
 from gateway.auth import issue_token  # noqa: E402
 from tests.harness import GatewayProcess  # noqa: E402
 
-PARALLEL = 50  # connections churned at once
+PARALLEL = 100  # connections opened at once
+HOLD_S = 8.0  # each wave's bots stay this long, sending a position a second
 
 
 def rss_mb(pid: int) -> float:
@@ -38,11 +41,16 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def one_bot(ws_url: str, secret: str, npc: str, hold: asyncio.Event | None) -> None:
+async def one_bot(
+    ws_url: str, secret: str, npc: str, hold: asyncio.Event | None, moves: int = 1
+) -> None:
     headers = {"Authorization": f"Bearer {issue_token(secret, 'npc', npc)}"}
     async with connect(ws_url + "/ws/npc", additional_headers=headers, compression=None) as ws:
         await ws.recv()  # welcome
-        await ws.send(orjson.dumps({"type": "pos", "x": 1, "y": 64, "z": 2}).decode())
+        for step in range(moves):
+            if step:
+                await asyncio.sleep(HOLD_S / moves)
+            await ws.send(orjson.dumps({"type": "pos", "x": step, "y": 64, "z": 2}).decode())
         await ws.send(orjson.dumps({"type": "ping", "ref": 1}).decode())
         while orjson.loads(await ws.recv()).get("type") != "pong":
             pass
@@ -50,7 +58,7 @@ async def one_bot(ws_url: str, secret: str, npc: str, hold: asyncio.Event | None
             await hold.wait()
 
 
-async def run(churn: int, idle: int, gc_every: int) -> dict[str, float]:
+async def run(churn: int, wave: int, idle: int, gc_every: int) -> dict[str, float]:
     secret = secrets.token_urlsafe(48)
     data = Path(tempfile.mkdtemp(prefix="aicraft-churn-"))
     proc = GatewayProcess(
@@ -77,16 +85,21 @@ async def run(churn: int, idle: int, gc_every: int) -> dict[str, float]:
 
         async def churned(i: int) -> None:
             async with sem:
-                await one_bot(proc.ws, secret, f"churn-{i}", None)
+                pass  # paces the connects only; the bots then run side by side
+            await one_bot(proc.ws, secret, f"churn-{i}", None, moves=int(HOLD_S))
 
         started = time.monotonic()
-        tasks = [asyncio.create_task(churned(i)) for i in range(churn)]
-        while not all(t.done() for t in tasks):
-            peak = max(peak, rss_mb(pid))
-            await asyncio.sleep(0.5)
+        for first in range(0, churn, wave):
+            tasks = [
+                asyncio.create_task(churned(i)) for i in range(first, min(churn, first + wave))
+            ]
+            while not all(t.done() for t in tasks):
+                peak = max(peak, rss_mb(pid))
+                await asyncio.sleep(0.5)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            figures[f"after {min(churn, first + wave):,} connects"] = rss_mb(pid)
         figures["peak during churn"] = peak
         figures["churn seconds"] = time.monotonic() - started
-        figures["right after churn"] = rss_mb(pid)
         await asyncio.sleep(max(gc_every, 1) + 5)
         figures[f"{max(gc_every, 1) + 5} s later"] = rss_mb(pid)
         hold.set()
@@ -96,29 +109,29 @@ async def run(churn: int, idle: int, gc_every: int) -> dict[str, float]:
     return figures
 
 
-async def main_async(churn: int, idle: int) -> None:
-    print(
-        f"{churn:,} bot connects and disconnects ({PARALLEL} at once) with {idle:,} idle bots held"
-    )
+async def main_async(churn: int, wave: int, idle: int) -> None:
+    print(f"{churn:,} bot connects in waves of {wave:,} (each bot moves for {HOLD_S:.0f} s),")
+    print(f"with {idle:,} idle bots held throughout")
     print("(RSS of the gateway process, MB)\n")
     for label, every in (
         ("full collection every 30 s (default)", 30),
         ("no periodic full collection", 0),
     ):
-        figures = await run(churn, idle, every)
+        figures = await run(churn, wave, idle, every)
         print(label)
         for key, value in figures.items():
-            print(f"  {key:28} {value:8.1f}")
+            print(f"  {key:32} {value:8.1f}")
         print()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--churn", type=int, default=14_000)
-    parser.add_argument("--idle", type=int, default=2_000)
+    parser.add_argument("--wave", type=int, default=2_000)
+    parser.add_argument("--idle", type=int, default=500)
     args = parser.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    asyncio.run(main_async(args.churn, args.idle))
+    asyncio.run(main_async(args.churn, args.wave, args.idle))
     return 0
 
 
