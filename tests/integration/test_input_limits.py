@@ -261,6 +261,25 @@ async def test_frames_up_to_64_kib_inclusive(gw: RunningGateway, encoding: str) 
     assert await bot.closed_with() == 1009
 
 
+async def test_frame_limit_without_direct_dispatch(
+    gw: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bots on aiohttp's ordinary receive loop (used when its internals are not what direct_ws
+    expects) have the same inclusive limit."""
+    from gateway import bot_session
+
+    monkeypatch.setattr(bot_session, "DIRECT_DISPATCH", False)
+    bot = await gw.bot("plain")
+    assert not isinstance(gw.node.hub.bots["plain"].ws, bot_session.DirectWebSocketResponse)
+    msg = {"type": "ping", "ref": "edge", "pad": ""}
+    msg["pad"] = "p" * (MAX_FRAME_BYTES - len(orjson.dumps(msg)))
+    await bot.ws.send(orjson.dumps(msg).decode())
+    assert (await bot.recv_type("pong"))["ref"] == "edge"
+    msg["pad"] += "p"
+    await bot.ws.send(orjson.dumps(msg).decode())
+    assert await bot.closed_with() == 1009
+
+
 async def test_viewer_frames_up_to_64_kib_inclusive(gw: RunningGateway) -> None:
     viewer, _ = await gw.viewer()
     msg = {"type": "ping", "ref": 1, "pad": ""}
