@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from gateway.history import Entry
@@ -65,6 +65,8 @@ class Hub:
         self.bot_stall_s = bot_stall_s
         self.bots_closed_slow = 0
         self._closing_slow: set[BotLink] = set()
+        # Called when the set of viewers or a viewer's filter changes (region subscriptions).
+        self.on_views_changed: Callable[[], None] | None = None
 
     # -- bots ---------------------------------------------------------------------------------
 
@@ -86,9 +88,16 @@ class Hub:
 
     def add_viewer(self, viewer: ViewerConnection) -> None:
         self.viewers.add(viewer)
+        self.views_changed()
 
     def remove_viewer(self, viewer: ViewerConnection) -> None:
-        self.viewers.discard(viewer)
+        if viewer in self.viewers:
+            self.viewers.discard(viewer)
+            self.views_changed()
+
+    def views_changed(self) -> None:
+        if self.on_views_changed is not None:
+            self.on_views_changed()
 
     def broadcast_positions(
         self,
@@ -166,7 +175,7 @@ class Hub:
     # -- slow-viewer policy -------------------------------------------------------------------
 
     def _close_slow(self, viewer: ViewerConnection, why: str) -> None:
-        self.viewers.discard(viewer)
+        self.remove_viewer(viewer)
         self.viewers_closed_slow += 1
         self.telemetry.viewers_closed_slow.inc()
         log.info("closing slow viewer: %s", why)

@@ -23,7 +23,7 @@ from gateway.breaker import (
     BreakerRegistry,
 )
 from gateway.bus import Bus
-from gateway.bus.base import EVENTS, POSITIONS, command_channel
+from gateway.bus.base import EVENTS, command_channel
 from gateway.cache import Cache
 from gateway.coalescer import Coalescer
 from gateway.commands import CommandRouter
@@ -36,6 +36,7 @@ from gateway.peers import PeerWatch
 from gateway.pending import PendingCommands
 from gateway.presence import Presence
 from gateway.protocol import CloseCode
+from gateway.regions import is_positions_channel, region_channel, wanted_channels
 from gateway.registry import Registry
 from gateway.store import Store, StoreUnavailable
 from gateway.task_owner import TaskOwner
@@ -115,12 +116,16 @@ class Node:
             float(settings.command_queue_s),
         )
         self.coalescer = Coalescer()
-        # Latest position per NPC as broadcast (this replica's and others'): snapshots and REST.
+        # Latest position per NPC as broadcast (this replica's, and others' in the regions it
+        # hears): snapshots and REST overlay it on the store, which every replica writes to.
         self.live: dict[str, PositionUpdate] = {}
+        self.heard_regions: set[str] | None = set()  # region channels heard; None: all
+        self.hub.on_views_changed = self.update_regions
         self._live_ts: dict[str, int] = {}  # ms of the frame that set `live[npc]`: order guard
         self.recent_status: dict[str, str] = {}  # statuses seen on any replica since start
         self.peers = PeerWatch(silence_s=PEER_SILENCE_S)
         self.registry = Registry(self.store, cache, self.presence, self.live, self.recent_status)
+        self.registry.hears_all = lambda: self.heard_regions is None
         self.passthrough = settings.tick_ms == 0
         self.positions: PositionWriter | PassthroughPositionWriter = (
             PassthroughPositionWriter(self.store.write_positions)
@@ -295,15 +300,57 @@ class Node:
 
     def _deliver_window(self, window: dict[str, PositionUpdate]) -> None:
         ts = now_ms()
+        previous = {npc: self.live[npc] for npc in window if npc in self.live}
         # Broadcast before `live` moves on: the hub compares with the previous positions.
         self.hub.broadcast_positions(window, ts, self.live)
         self.live.update(window)
         self._live_ts.update(dict.fromkeys(window, ts))
-        rows = [
-            (u["id"], u["x"], u["y"], u["z"], u["yaw"], u["pitch"], u["dim"])
-            for u in window.values()
-        ]
-        self.bus.publish(POSITIONS, _pack({"r": self.replica, "ts": ts, "u": rows}))
+        self._publish_regions(window, previous, ts)
+
+    def _publish_regions(
+        self, window: dict[str, PositionUpdate], previous: dict[str, PositionUpdate], ts: int
+    ) -> None:
+        """One message per region with movement. An NPC that crossed a border also goes to
+        the region it left, so the replicas hearing only that one see it go (§6.2)."""
+        by_region: dict[str, list[tuple[Any, ...]]] = {}
+        for npc, u in window.items():
+            row = (npc, u["x"], u["y"], u["z"], u["yaw"], u["pitch"], u["dim"])
+            channel = region_channel(u["dim"], u["x"], u["z"])
+            by_region.setdefault(channel, []).append(row)
+            before = previous.get(npc)
+            if before is not None:
+                left = region_channel(before["dim"], before["x"], before["z"])
+                if left != channel:
+                    by_region.setdefault(left, []).append(row)
+        for channel, rows in by_region.items():
+            self.bus.publish(channel, _pack({"r": self.replica, "ts": ts, "u": rows}))
+
+    def update_regions(self) -> None:
+        """Hear the regions this replica's viewers watch (all of them while one has no
+        filter, none without viewers); forget remote positions nobody will update now."""
+        viewers = self.hub.viewers
+        wanted = wanted_channels((v.dim, v.area) for v in viewers) if viewers else set()
+        if wanted == self.heard_regions:
+            return
+        self.heard_regions = wanted
+        self.bus.set_positions(wanted)
+        if wanted is not None:
+            for npc in [n for n, u in self.live.items() if not self._hears(n, u)]:
+                del self.live[npc]
+
+    def region_stats(self) -> dict[str, Any]:
+        """`regions`: region channels heard; `allRegions`: every region is (§6.7)."""
+        heard = self.heard_regions
+        return {"regions": 0 if heard is None else len(heard), "allRegions": heard is None}
+
+    def _hears(self, npc: str, u: PositionUpdate) -> bool:
+        """Whether `live[npc]` stays fresh: our own bot, or a region we hear."""
+        heard = self.heard_regions
+        return (
+            heard is None
+            or npc in self.hub.bots
+            or region_channel(u["dim"], u["x"], u["z"]) in heard
+        )
 
     # -- other bot messages -------------------------------------------------------------------
 
@@ -415,7 +462,7 @@ class Node:
                 # New to us, or back after a gap: ask for its bots (ours go along unasked).
                 self.bus.publish(EVENTS, _pack({"r": self.replica, "k": "sync", "to": sender}))
                 self._announce_held()
-            if channel == POSITIONS:
+            if is_positions_channel(channel):
                 self._apply_remote_window(msg["ts"], msg["u"])
             elif channel == EVENTS:
                 self._apply_event(msg)
@@ -444,6 +491,11 @@ class Node:
         if window:
             self.hub.broadcast_positions(window, ts, self.live)
             self.live.update(window)
+            if self.heard_regions is not None:
+                # Gone to a region we do not hear: nothing will update it here any more.
+                for npc, u in window.items():
+                    if not self._hears(npc, u):
+                        del self.live[npc]
 
     def _on_command_channel(self, msg: dict[str, Any]) -> None:
         if msg.get("k") in ("cmd", "cmd_ok"):

@@ -3,13 +3,15 @@
 Tiers: registry rows and lists are warm (300 s), profiles and metric queries cold (600 s).
 Groups of keys (every list page, every metric query) are invalidated by bumping a version
 counter that is part of their keys, never by scanning for keys. Maps are returned with the
-freshest live position this replica knows (`live`) and `online` from presence overlaid.
+freshest live position this replica knows (`live`) and `online` from presence overlaid. A
+replica that hears only some regions (§6.7) reads the positions it does not hear from the
+store, which every replica writes each tick: a cached row may be minutes old.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -49,6 +51,8 @@ class Registry:
         self.presence = presence
         self.live = live
         self.recent_status = recent_status
+        # Whether `live` holds every moving NPC (this replica hears every region).
+        self.hears_all: Callable[[], bool] = lambda: True
 
     # -- cache helpers ------------------------------------------------------------------------
 
@@ -102,9 +106,30 @@ class Registry:
             out["status"] = status
         return out
 
+    async def _unheard_positions(self, npcs: list[NpcMap]) -> dict[str, NpcMap]:
+        """Store rows of the NPCs whose positions this replica does not hear."""
+        if self.hears_all():
+            return {}
+        unheard = [n["id"] for n in npcs if n["id"] not in self.live]
+        if not unheard:
+            return {}
+        try:
+            rows = await self.store.list_npcs(only_ids=unheard, limit=len(unheard))
+        except Exception:  # the store is down: the cached rows are the best we have
+            log.warning("could not read %d positions from the store", len(unheard))
+            return {}
+        return {r["id"]: r for r in rows}
+
     async def _overlay(self, npcs: list[NpcMap]) -> list[NpcMap]:
         online = await self.presence.online([n["id"] for n in npcs])
-        return [{**self.freshen(n), "online": n["id"] in online} for n in npcs]
+        stored = await self._unheard_positions(npcs)
+        out = []
+        for n in npcs:
+            row = stored.get(n["id"])
+            if row is not None:
+                n = {**n, **{k: row[k] for k in POSITION_KEYS if k in row}}
+            out.append({**self.freshen(n), "online": n["id"] in online})
+        return out
 
     # -- reads --------------------------------------------------------------------------------
 

@@ -209,6 +209,7 @@ async def _viewer_receive_loop(
                 npcs = await _load_npcs(node)
                 already = _offered_live(viewer)
                 viewer.dim, viewer.area = dim, area
+                node.hub.views_changed()  # the replica hears the regions it now watches
                 viewer.reset_positions()  # older frames were cut for the old subscription
                 snapshot = _snapshot(node, npcs, viewer)
                 viewer.offer_message(snapshot)

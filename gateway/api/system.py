@@ -45,7 +45,7 @@ def performance_figures(node: Node) -> dict[str, Any]:
         else {"totalWorkers": 0, "busyWorkers": 0, "queuedTasks": 0, "totalTasksProcessed": 0},
         "circuitBreakers": bridge_breakers.stats() if bridge_breakers is not None else {},
         "connections": node.hub.stats(),
-        "bus": node.bus.stats(),
+        "bus": {**node.bus.stats(), **node.region_stats()},
         "tick": node.ticker.stats() if node.ticker is not None else {"periodMs": 0},
         "viewers": {
             "framesBroadcast": node.hub.frames_broadcast,

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-# Channels every replica listens to; plus `command_channel(replica)` for its own commands.
-POSITIONS = "aicraft:pos"
+# The channel every replica listens to; plus `command_channel(replica)` for its own commands,
+# and the region channels of positions its viewers need (gateway.regions, `set_positions`).
 EVENTS = "aicraft:evt"
+POSITIONS_PATTERN = "aicraft:pos:*"  # every region channel
 
 
 def command_channel(replica: str) -> str:
@@ -35,5 +36,10 @@ class Bus(Protocol):
 
     def publish(self, channel: str, payload: bytes) -> None: ...
 
+    def set_positions(self, channels: set[str] | None) -> None:
+        """Hear these region channels from now on (None: every region). Never awaits; the
+        backend changes its subscriptions in the background and keeps them across reconnects."""
+
     def stats(self) -> dict[str, Any]:
-        """`backend`, `published`, `received`, `dropped`, `connected`."""
+        """`backend`, `published`, `received`, `dropped`, `connected`, `published_bytes`,
+        `received_bytes` (payload bytes, as sent on the wire for Redis)."""

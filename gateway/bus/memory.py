@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.bus.base import EVENTS, POSITIONS, BusHandler, command_channel
+from gateway.bus.base import EVENTS, BusHandler, command_channel
+from gateway.regions import is_positions_channel
 
 
 class MemoryBroker:
@@ -13,18 +14,32 @@ class MemoryBroker:
 
     def __init__(self) -> None:
         self._subscribers: dict[str, list[MemoryBus]] = {}
+        self._all_positions: list[MemoryBus] = []  # hear every region channel
 
     def attach(self, bus: MemoryBus, channels: list[str]) -> None:
         for channel in channels:
-            self._subscribers.setdefault(channel, []).append(bus)
+            subs = self._subscribers.setdefault(channel, [])
+            if bus not in subs:
+                subs.append(bus)
 
-    def detach(self, bus: MemoryBus) -> None:
-        for subs in self._subscribers.values():
-            if bus in subs:
+    def detach(self, bus: MemoryBus, channels: list[str] | None = None) -> None:
+        for channel, subs in self._subscribers.items():
+            if (channels is None or channel in channels) and bus in subs:
                 subs.remove(bus)
+        if channels is None:
+            self.hear_all_positions(bus, False)
+
+    def hear_all_positions(self, bus: MemoryBus, on: bool) -> None:
+        if on and bus not in self._all_positions:
+            self._all_positions.append(bus)
+        elif not on and bus in self._all_positions:
+            self._all_positions.remove(bus)
 
     def route(self, sender: MemoryBus, channel: str, payload: bytes) -> None:
-        for bus in self._subscribers.get(channel, ()):
+        targets = list(self._subscribers.get(channel, ()))
+        if is_positions_channel(channel):
+            targets += [b for b in self._all_positions if b not in targets]
+        for bus in targets:
             if bus is not sender:
                 bus.deliver(channel, payload)
 
@@ -36,13 +51,16 @@ class MemoryBus:
         self._broker = broker or MemoryBroker()
         self._handler: BusHandler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._regions: set[str] = set()
         self.published = 0
         self.received = 0
+        self.published_bytes = 0
+        self.received_bytes = 0
 
     async def start(self, replica: str, handler: BusHandler) -> None:
         self._handler = handler
         self._loop = asyncio.get_running_loop()
-        self._broker.attach(self, [POSITIONS, EVENTS, command_channel(replica)])
+        self._broker.attach(self, [EVENTS, command_channel(replica)])
 
     async def close(self) -> None:
         self._broker.detach(self)
@@ -50,7 +68,15 @@ class MemoryBus:
 
     def publish(self, channel: str, payload: bytes) -> None:
         self.published += 1
+        self.published_bytes += len(payload)
         self._broker.route(self, channel, payload)
+
+    def set_positions(self, channels: set[str] | None) -> None:
+        self._broker.hear_all_positions(self, channels is None)
+        wanted = set() if channels is None else channels
+        self._broker.detach(self, list(self._regions - wanted))
+        self._broker.attach(self, list(wanted - self._regions))
+        self._regions = set(wanted)
 
     def deliver(self, channel: str, payload: bytes) -> None:
         # Delivered on a later loop iteration, as a network bus would: never re-entrantly.
@@ -60,6 +86,7 @@ class MemoryBus:
     def _dispatch(self, channel: str, payload: bytes) -> None:
         if self._handler is not None:
             self.received += 1
+            self.received_bytes += len(payload)
             self._handler(channel, payload)
 
     def stats(self) -> dict[str, Any]:
@@ -69,4 +96,6 @@ class MemoryBus:
             "received": self.received,
             "dropped": 0,
             "connected": True,
+            "published_bytes": self.published_bytes,
+            "received_bytes": self.received_bytes,
         }

@@ -5,7 +5,8 @@ task drains a bounded queue, pipelining whatever piled up into one round trip, i
 While Redis is unreachable, or the queue is full, messages are dropped and counted. Payloads
 travel in a msgpack envelope `[sender, payload]` so a replica can drop its own echoes. Both
 connections reconnect by themselves (exponential backoff with jitter, capped) and the
-subscriber re-subscribes; delivery is at most once.
+subscriber re-subscribes; delivery is at most once. Region channels (`set_positions`) change
+on the live subscription from a task of their own, and a reconnect subscribes to the latest set.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from gateway.bus.base import EVENTS, POSITIONS, BusHandler, command_channel
+from gateway.bus.base import EVENTS, POSITIONS_PATTERN, BusHandler, command_channel
 from gateway.redis_pool import redis_client
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,16 @@ class RedisBus:
         self._pub_up = False
         self._sub_up = False
         self._closed = False
+        # Region channels wanted (None: every region, by pattern) and what the live
+        # subscription has asked Redis for.
+        self._wanted: set[str] | None = set()
+        self._heard: set[str] = set()
+        self._heard_all = False
+        self._pubsub: PubSub | None = None
+        self._regions_changed = asyncio.Event()
         self.published = 0
+        self.published_bytes = 0
+        self.received_bytes = 0
         self.received = 0
         self.dropped = 0
         self.reconnects = 0
@@ -98,6 +108,7 @@ class RedisBus:
         self._tasks = [
             asyncio.create_task(self._send_loop(pub_tried), name=f"bus-send-{replica}"),
             asyncio.create_task(self._listen_loop(sub_tried), name=f"bus-listen-{replica}"),
+            asyncio.create_task(self._regions_loop(), name=f"bus-regions-{replica}"),
         ]
         await pub_tried.wait()
         await sub_tried.wait()
@@ -124,6 +135,10 @@ class RedisBus:
         self._queue.append((channel, payload))
         self._wakeup.set()
 
+    def set_positions(self, channels: set[str] | None) -> None:
+        self._wanted = None if channels is None else set(channels)
+        self._regions_changed.set()
+
     def stats(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
@@ -133,6 +148,8 @@ class RedisBus:
             "connected": self._pub_up and self._sub_up,
             "queued": len(self._queue),
             "reconnects": self.reconnects,
+            "published_bytes": self.published_bytes,
+            "received_bytes": self.received_bytes,
         }
 
     # -- sending -------------------------------------------------------------------------
@@ -189,25 +206,31 @@ class RedisBus:
     async def _send(self, batch: list[tuple[str, bytes]]) -> None:
         assert self._pub is not None
         sender = self._replica
-        if len(batch) == 1:
-            channel, payload = batch[0]
-            await self._pub.publish(channel, msgpack.packb((sender, payload)))
-            return
-        async with self._pub.pipeline(transaction=False) as pipe:
-            for channel, payload in batch:
-                pipe.publish(channel, msgpack.packb((sender, payload)))
-            await pipe.execute()
+        packed = [(channel, msgpack.packb((sender, payload))) for channel, payload in batch]
+        if len(packed) == 1:
+            await self._pub.publish(*packed[0])
+        else:
+            async with self._pub.pipeline(transaction=False) as pipe:
+                for channel, envelope in packed:
+                    pipe.publish(channel, envelope)
+                await pipe.execute()
+        self.published_bytes += sum(len(envelope) for _, envelope in packed)
 
     # -- receiving -----------------------------------------------------------------------
 
     async def _listen_loop(self, tried: asyncio.Event) -> None:
         assert self._sub is not None
-        channels = [POSITIONS, EVENTS, command_channel(self._replica)]
         attempt = 0
         while not self._closed:
             pubsub = self._sub.pubsub()
             try:
-                await self._subscribe(pubsub, channels)
+                wanted = self._wanted
+                regions = set() if wanted is None else set(wanted)
+                channels = [EVENTS, command_channel(self._replica), *sorted(regions)]
+                await self._subscribe(pubsub, channels, pattern=wanted is None)
+                self._heard, self._heard_all = regions, wanted is None
+                self._pubsub = pubsub
+                self._regions_changed.set()  # whatever changed while we were subscribing
                 if attempt:
                     self.reconnects += 1
                     log.info("bus: subscriber reconnected")
@@ -228,21 +251,52 @@ class RedisBus:
                 attempt += 1
             finally:
                 self._sub_up = False
+                self._pubsub = None
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
-    async def _subscribe(self, pubsub: PubSub, channels: list[str]) -> None:
+    async def _subscribe(self, pubsub: PubSub, channels: list[str], *, pattern: bool) -> None:
         await pubsub.subscribe(*channels)
-        # Wait for every confirmation, so a started bus really hears what is published next.
         pending = {c.encode() for c in channels}
+        if pattern:
+            await pubsub.psubscribe(POSITIONS_PATTERN)
+            pending.add(POSITIONS_PATTERN.encode())
+        # Wait for every confirmation, so a started bus really hears what is published next.
         while pending:
             msg = await pubsub.get_message(timeout=self._socket_timeout_s)
             if msg is None:
                 raise RedisError("no subscription confirmation from Redis")
-            if msg["type"] == "subscribe":
+            if msg["type"] in ("subscribe", "psubscribe"):
                 pending.discard(msg["channel"])
-            elif msg["type"] == "message":
+            elif msg["type"] in ("message", "pmessage"):
                 self._deliver(msg["channel"], msg["data"])
+
+    async def _regions_loop(self) -> None:
+        """Bring the live subscription to the wanted region channels: new ones first, then
+        drop the old, so a viewer moving across a border misses nothing in between."""
+        while not self._closed:
+            await self._regions_changed.wait()
+            self._regions_changed.clear()
+            pubsub = self._pubsub
+            if pubsub is None or not self._sub_up:
+                continue  # the next connection subscribes to the wanted set
+            wanted = self._wanted
+            regions = set() if wanted is None else set(wanted)
+            try:
+                if wanted is None and not self._heard_all:
+                    await pubsub.psubscribe(POSITIONS_PATTERN)
+                    self._heard_all = True
+                if add := regions - self._heard:
+                    await pubsub.subscribe(*sorted(add))
+                if drop := self._heard - regions:
+                    await pubsub.unsubscribe(*sorted(drop))
+                self._heard = regions
+                if wanted is not None and self._heard_all:
+                    await pubsub.punsubscribe(POSITIONS_PATTERN)
+                    self._heard_all = False
+            except Exception as exc:
+                # The listener finds the dead link too and resubscribes to the wanted set.
+                log.warning("bus: could not change region subscriptions: %s", exc)
 
     async def _receive(self, pubsub: PubSub) -> None:
         loop = asyncio.get_running_loop()
@@ -258,7 +312,7 @@ class RedisBus:
                 await pubsub.ping()
                 continue
             last_rx = now
-            if msg["type"] == "message":
+            if msg["type"] in ("message", "pmessage"):
                 self._deliver(msg["channel"], msg["data"])
 
     def _deliver(self, channel: bytes, data: bytes) -> None:
@@ -267,6 +321,7 @@ class RedisBus:
         except (ValueError, TypeError, msgpack.UnpackException):
             log.warning("bus: dropping a malformed message on %r", channel)
             return
+        self.received_bytes += len(data)  # what came over the wire, own echoes included
         if sender == self._replica or self._handler is None:
             return
         self.received += 1

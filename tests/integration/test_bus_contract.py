@@ -12,9 +12,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from gateway.bus.base import EVENTS, POSITIONS, Bus, command_channel
+from gateway.bus.base import EVENTS, Bus, command_channel
 from gateway.bus.memory import MemoryBroker, MemoryBus
 from gateway.bus.redis import RedisBus
+from gateway.regions import region_channel
+
+POSITIONS = region_channel("overworld", 0, 0)
 
 DEADLINE_S = 10.0
 
@@ -44,7 +47,7 @@ async def until(predicate: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.005)
 
 
-MakeBus = Callable[[str], Awaitable[tuple[Bus, Recorder]]]
+MakeBus = Callable[..., Awaitable[tuple[Bus, Recorder]]]
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -53,10 +56,11 @@ async def make_bus(request: pytest.FixtureRequest) -> AsyncIterator[MakeBus]:
     url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
     made: list[Bus] = []
 
-    async def make(replica: str) -> tuple[Bus, Recorder]:
+    async def make(replica: str, regions: set[str] | None = None) -> tuple[Bus, Recorder]:
         bus: Bus = RedisBus(url) if url else MemoryBus(broker)
         recorder = Recorder()
         made.append(bus)
+        bus.set_positions(regions)  # before start: heard from the first message on
         await bus.start(replica, recorder)
         return bus, recorder
 
@@ -131,6 +135,65 @@ async def test_counters(make_bus: MakeBus) -> None:
     assert (sa["published"], sa["received"], sa["dropped"]) == (3, 0, 0)
     assert (sb["published"], sb["received"], sb["dropped"]) == (0, 3, 0)
     assert sa["connected"] is True and sb["connected"] is True
+    # Bytes (§6.7): at least the payloads (Redis adds its envelope and counts the echoes of
+    # its own messages that reach it: what came in over the wire).
+    assert sa["published_bytes"] >= 6 and sb["published_bytes"] == 0
+    assert sb["received_bytes"] >= 6
+
+
+async def until_heard(sender: Bus, got: Recorder, channel: str) -> None:
+    """Publish on `channel` until `got` hears it (a subscription lands asynchronously)."""
+
+    def heard() -> bool:
+        if got.payloads(channel):
+            return True
+        sender.publish(channel, b"probe")
+        return False
+
+    await until(heard, f"{channel} to be heard")
+
+
+R1, R2 = region_channel("overworld", 100, 100), region_channel("overworld", 5000, 100)
+
+
+async def test_a_replica_hears_only_the_regions_it_asked_for(make_bus: MakeBus) -> None:
+    a, _ = await make_bus("A")
+    b, got_b = await make_bus("B", {R1})
+    a.publish(R2, b"elsewhere")
+    a.publish(R1, b"here")  # fence: same publisher, later
+    await until(lambda: got_b.payloads() == [b"here"], "B to hear its region")
+    assert got_b.messages == [(R1, b"here")]
+    assert b.stats()["received_bytes"] > 0
+
+
+async def test_region_subscriptions_follow_the_viewers(make_bus: MakeBus) -> None:
+    a, _ = await make_bus("A")
+    b, got_b = await make_bus("B", set())  # no viewers: no region at all
+    a.publish(R1, b"unheard")
+    a.publish(EVENTS, b"fence-0")
+    await until(lambda: got_b.payloads() == [b"fence-0"], "the fence")
+
+    b.set_positions({R2})  # a viewer moved to R2: heard once the subscription lands
+    await until_heard(a, got_b, R2)
+    b.set_positions(None)  # a viewer without filter: every region, R1 too
+    await until_heard(a, got_b, R1)
+
+    b.set_positions({R2})  # R1 dropped again: a probe on R1 is no longer delivered
+    probes = 0
+
+    async def probe_unheard() -> bool:
+        nonlocal probes
+        probes += 1
+        before = len(got_b.payloads(R1))
+        a.publish(R1, b"probe-%d" % probes)
+        a.publish(R2, b"fence-%d" % probes)
+        await until(lambda: b"fence-%d" % probes in got_b.payloads(R2), "the R2 fence")
+        return len(got_b.payloads(R1)) == before
+
+    deadline = asyncio.get_running_loop().time() + DEADLINE_S
+    while not await probe_unheard():
+        assert asyncio.get_running_loop().time() < deadline, "R1 still heard"
+    assert await probe_unheard()  # and it stays so
 
 
 async def test_handler_error_does_not_stop_delivery(make_bus: MakeBus) -> None:

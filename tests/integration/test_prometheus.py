@@ -102,3 +102,12 @@ async def test_the_grafana_dashboard_names_only_exported_series(tmp_path: Path) 
     assert wanted, "no series found in the dashboard's queries"
     assert sorted(wanted - exported) == []
     assert any(name.startswith("aicraft_breaker_state") for name in wanted)
+
+
+async def test_bus_bytes_in_both_views(tmp_path: Path) -> None:
+    """§6.7: `bus.published_bytes` / `received_bytes` in /api/performance and /metrics."""
+    text, perf = await _scrape(tmp_path)
+    names = {name for name, _, _ in _samples(text)}
+    for key in ("published_bytes", "received_bytes"):
+        assert isinstance(perf["bus"][key], int)
+        assert f"aicraft_bus_{key}" in names

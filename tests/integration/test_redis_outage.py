@@ -13,11 +13,14 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 from redis.asyncio import Redis
 
-from gateway.bus.base import EVENTS, POSITIONS
+from gateway.bus.base import EVENTS
 from gateway.bus.redis import RedisBus
 from gateway.cache.redis import RedisCache
 from gateway.presence.redis import PresenceUnavailable, RedisPresence
+from gateway.regions import region_channel
 from tests.redis_server import RedisServer
+
+POSITIONS = region_channel("overworld", 0, 0)
 
 pytestmark = pytest.mark.redis
 
@@ -58,6 +61,8 @@ def server() -> Iterator[RedisServer]:
 
 async def test_bus_drops_while_down_and_recovers_by_itself(server: RedisServer) -> None:
     a, b = RedisBus(server.url), RedisBus(server.url)
+    a.set_positions(None)
+    b.set_positions(None)
     got_a, got_b = Recorder(), Recorder()
     await a.start("A", got_a)
     await b.start("B", got_b)
