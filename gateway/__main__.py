@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 
@@ -28,14 +29,17 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-async def serve(settings: Settings, host: str, port: int) -> None:
+async def serve(settings: Settings, host: str, port: int, reuse_port: bool = False) -> None:
     from gateway.app import create_app, make_runner
     from gateway.keys import NODE
 
     app = create_app(settings)
     runner = make_runner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True, backlog=2048)
+    # SO_REUSEPORT for `--processes N`: each child binds the same port (gateway/processes.py).
+    site = web.TCPSite(
+        runner, host, port, reuse_address=True, reuse_port=reuse_port or None, backlog=2048
+    )
     await site.start()
     log.info(
         "serving",
@@ -86,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     p_serve = sub.add_parser("serve", help="run one gateway replica")
     p_serve.add_argument("--host", default="127.0.0.1")
     p_serve.add_argument("--port", type=int, default=8080)
+    p_serve.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="replicas on this port, one process each (default GATEWAY_PROCESSES or 1);"
+        " more than 1 needs GATEWAY_REDIS_URL",
+    )
+    p_serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p_token = sub.add_parser("token", help="print a bearer token")
     p_token.add_argument("--role", required=True, choices=[r.value for r in Role])
     p_token.add_argument("--sub", required=True)
@@ -100,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = Settings.from_env()
+        if args.command == "serve":
+            from gateway.processes import check_processes, processes_from_env
+
+            processes = processes_from_env(os.environ, args.processes)
+            check_processes(processes, settings.redis_url)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -119,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
             applied = _run(migrate(settings))
             print(f"migrations applied: {', '.join(applied) if applied else 'none pending'}")  # type: ignore[arg-type]
             return 0
-        _run(serve(settings, args.host, args.port))
+        if processes > 1:
+            from gateway.processes import run_processes
+
+            return run_processes(processes, args.host, args.port)
+        _run(serve(settings, args.host, args.port, args.reuse_port))
     except MigrationsMissing as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
