@@ -11,7 +11,7 @@ PORT ?= 8080
 # Node 22 that scripts/install-system-deps.sh installs when the machine's node is older.
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: run test test-random fuzz lock token bench bench-path bench-history bench-cluster chaos lint format demo cluster minecraft-demo clean
+.PHONY: run test test-random fuzz lock token bench bench-path bench-history bench-cluster bench-regions chaos lint format demo cluster minecraft-demo clean
 
 # requirements.lock pins every package (make lock rewrites it); a dependency added to
 # pyproject.toml but not yet locked still installs, unpinned, until the next `make lock`.
@@ -83,6 +83,11 @@ cluster: $(STAMP) $(SYSDEPS)
 ## bench-cluster: 3 replicas on one PostgreSQL + Redis (QUICK=1: 300 bots x 10 Hz + 30 viewers)
 bench-cluster: $(STAMP) $(SYSDEPS)
 	$(BIN)/python scripts/bench_cluster.py $(if $(QUICK),--quick,) $(BENCH_ARGS)
+	$(BIN)/python scripts/bench_regions.py $(if $(QUICK),--replicas 2 4 --seconds 5,)
+
+## bench-regions: inbound bus bytes per replica for 2-16 replicas, all-fleet vs region channels
+bench-regions: $(STAMP) $(SYSDEPS)
+	$(BIN)/python scripts/bench_regions.py
 
 ## chaos: soak under scheduled faults, 2 replicas behind nginx (MINUTES=10; exits 1 on loss)
 chaos: $(STAMP) $(SYSDEPS)
