@@ -36,7 +36,13 @@ from gateway.peers import PeerWatch
 from gateway.pending import PendingCommands
 from gateway.presence import Presence
 from gateway.protocol import CloseCode
-from gateway.regions import is_positions_channel, region_channel, wanted_channels
+from gateway.regions import (
+    POSITIONS_PREFIX,
+    REGION_BLOCKS,
+    is_positions_channel,
+    region_channel,
+    wanted_channels,
+)
 from gateway.registry import Registry
 from gateway.store import Store, StoreUnavailable
 from gateway.task_owner import TaskOwner
@@ -312,17 +318,24 @@ class Node:
     ) -> None:
         """One message per region with movement. An NPC that crossed a border also goes to
         the region it left, so the replicas hearing only that one see it go (§6.2)."""
-        by_region: dict[str, list[tuple[Any, ...]]] = {}
+        # Hot path: group by (dim, rx, rz) tuples; a channel name is formatted once per region.
+        by_region: dict[tuple[str, float, float], list[tuple[Any, ...]]] = {}
         for npc, u in window.items():
-            row = (npc, u["x"], u["y"], u["z"], u["yaw"], u["pitch"], u["dim"])
-            channel = region_channel(u["dim"], u["x"], u["z"])
-            by_region.setdefault(channel, []).append(row)
+            x, z, dim = u["x"], u["z"], u["dim"]
+            row = (npc, x, u["y"], z, u["yaw"], u["pitch"], dim)
+            key = (dim, x // REGION_BLOCKS, z // REGION_BLOCKS)
+            rows = by_region.get(key)
+            if rows is None:
+                by_region[key] = [row]
+            else:
+                rows.append(row)
             before = previous.get(npc)
             if before is not None:
-                left = region_channel(before["dim"], before["x"], before["z"])
-                if left != channel:
+                left = (before["dim"], before["x"] // REGION_BLOCKS, before["z"] // REGION_BLOCKS)
+                if left != key:
                     by_region.setdefault(left, []).append(row)
-        for channel, rows in by_region.items():
+        for (dim, rx, rz), rows in by_region.items():
+            channel = f"{POSITIONS_PREFIX}{dim}:{int(rx)}:{int(rz)}"
             self.bus.publish(channel, _pack({"r": self.replica, "ts": ts, "u": rows}))
 
     def update_regions(self) -> None:

@@ -107,6 +107,8 @@ async def test_rest_is_fresh_for_a_bot_that_left_the_heard_regions(pair: Cluster
         await bot.send_position(200, 64, 200, dim="overworld")
         await viewer.wait_for_npc("reg-crosser", WAIT_S, x=200)
         await bot.send_position(4700, 64, 200, dim="overworld")  # crosses into R2
+        # Published to the region it left too: B's viewer sees it go (§6.2).
+        await until(lambda: "reg-crosser" not in viewer.npcs, "the viewer to see it leave R1")
         await until(_rest_x(rest_b, "reg-crosser", 4700), "B's REST to show the crossing")
         for x in range(4701, 4706):  # moves on inside R2, unheard by B
             await bot.send_position(x, 64, 200, dim="overworld")
