@@ -131,7 +131,9 @@ class Node:
         self.recent_status: dict[str, str] = {}  # statuses seen on any replica since start
         self.peers = PeerWatch(silence_s=PEER_SILENCE_S)
         self.registry = Registry(self.store, cache, self.presence, self.live, self.recent_status)
-        self.registry.hears_all = lambda: self.heard_regions is None
+        # NPCs dropped from `live` while not heard: stale until they move again in hearing.
+        self._forgotten: set[str] = set()
+        self.registry.unheard = lambda npc: self.heard_regions is not None or npc in self._forgotten
         self.passthrough = settings.tick_ms == 0
         self.positions: PositionWriter | PassthroughPositionWriter = (
             PassthroughPositionWriter(self.store.write_positions)
@@ -310,6 +312,8 @@ class Node:
         # Broadcast before `live` moves on: the hub compares with the previous positions.
         self.hub.broadcast_positions(window, ts, self.live)
         self.live.update(window)
+        if self._forgotten:
+            self._forgotten.difference_update(window)
         self._live_ts.update(dict.fromkeys(window, ts))
         self._publish_regions(window, previous, ts)
 
@@ -350,6 +354,7 @@ class Node:
         if wanted is not None:
             for npc in [n for n, u in self.live.items() if not self._hears(n, u)]:
                 del self.live[npc]
+                self._forgotten.add(npc)
 
     def region_stats(self) -> dict[str, Any]:
         """`regions`: region channels heard; `allRegions`: every region is (§6.7)."""
@@ -444,6 +449,7 @@ class Node:
         elif kind == "deleted":
             npc = event["id"]
             about = self.live.pop(npc, None)
+            self._forgotten.discard(npc)
             self._live_ts.pop(npc, None)
             self.recent_status.pop(npc, None)
             self.coalescer.discard(npc)
@@ -504,11 +510,14 @@ class Node:
         if window:
             self.hub.broadcast_positions(window, ts, self.live)
             self.live.update(window)
+            if self._forgotten:
+                self._forgotten.difference_update(window)
             if self.heard_regions is not None:
                 # Gone to a region we do not hear: nothing will update it here any more.
                 for npc, u in window.items():
                     if not self._hears(npc, u):
                         del self.live[npc]
+                        self._forgotten.add(npc)
 
     def _on_command_channel(self, msg: dict[str, Any]) -> None:
         if msg.get("k") in ("cmd", "cmd_ok"):

@@ -51,8 +51,9 @@ class Registry:
         self.presence = presence
         self.live = live
         self.recent_status = recent_status
-        # Whether `live` holds every moving NPC (this replica hears every region).
-        self.hears_all: Callable[[], bool] = lambda: True
+        # Whether `live` may lack this NPC's latest position (a region this replica does not
+        # hear, or did not hear for a while): then the store has it.
+        self.unheard: Callable[[str], bool] = lambda npc: False
 
     # -- cache helpers ------------------------------------------------------------------------
 
@@ -108,9 +109,7 @@ class Registry:
 
     async def _unheard_positions(self, npcs: list[NpcMap]) -> dict[str, NpcMap]:
         """Store rows of the NPCs whose positions this replica does not hear."""
-        if self.hears_all():
-            return {}
-        unheard = [n["id"] for n in npcs if n["id"] not in self.live]
+        unheard = [n["id"] for n in npcs if n["id"] not in self.live and self.unheard(n["id"])]
         if not unheard:
             return {}
         try:

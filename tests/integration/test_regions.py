@@ -117,3 +117,29 @@ async def test_rest_is_fresh_for_a_bot_that_left_the_heard_regions(pair: Cluster
         await viewer.close()
         await bot.close()
         await rest_b.close()
+
+
+async def test_rest_is_fresh_after_hearing_every_region_again(pair: Cluster) -> None:
+    """B forgot a bot while it heard only R1; back to every region, the bot has not moved
+    since: B's REST must still show where it went meanwhile, not the last frame it heard."""
+    a, b = pair[0], pair[1]
+    rest_b = Rest(b.http, token("admin", "ops"))
+    bot = BotClient(a.ws, token("npc", "reg-idle"))
+    viewer = ViewerClient(b.ws, token("viewer", "reg-widen"))
+    try:
+        await bot.start()
+        await viewer.start()
+        await until(_hears(rest_b, 0, every=True), "B to hear every region", cluster=pair)
+        await bot.send_position(5000, 64, 300, dim="overworld")
+        await viewer.wait_for_npc("reg-idle", WAIT_S, x=5000)
+        await viewer.subscribe("overworld", R1)
+        await until(_hears(rest_b, 1), "B to hear R1 only", cluster=pair)
+        await bot.send_position(5003, 64, 300, dim="overworld")  # unheard by B
+        await until(_rest_x(rest_b, "reg-idle", 5003), "B's REST to follow the unheard bot")
+        await viewer.subscribe()
+        await until(_hears(rest_b, 0, every=True), "B to hear every region again", cluster=pair)
+        await until(_rest_x(rest_b, "reg-idle", 5003), "B's REST to keep the bot's position")
+    finally:
+        await viewer.close()
+        await bot.close()
+        await rest_b.close()
