@@ -32,6 +32,24 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _redis_url(raw: str | None) -> str | None:
+    """The Redis URL, or a ConfigError for a scheme the gateway cannot use."""
+    if not raw:
+        return None
+    scheme = raw.split("://", 1)[0] if "://" in raw else ""
+    if scheme == "redis+cluster":
+        raise ConfigError(
+            "GATEWAY_REDIS_URL: redis+cluster:// (Redis Cluster) is not supported yet;"
+            " use one Redis node, redis://HOST:PORT"
+        )
+    if scheme not in REDIS_SCHEMES:
+        raise ConfigError("GATEWAY_REDIS_URL must start with redis://, rediss:// or unix://")
+    return raw
+
+
 def _origins(raw: str | None) -> tuple[str, ...] | None:
     """`GATEWAY_ALLOWED_ORIGINS`: comma-separated origins (`https://host[:port]`); unset: any."""
     if raw is None or not raw.strip():
@@ -121,7 +139,7 @@ class Settings:
         secret = check_secret(given, "GATEWAY_SECRET") if given else load_or_create_secret(data_dir)
         return cls(
             database_url=env.get("GATEWAY_DATABASE_URL") or None,
-            redis_url=env.get("GATEWAY_REDIS_URL") or None,
+            redis_url=_redis_url(env.get("GATEWAY_REDIS_URL")),
             data_dir=data_dir,
             secret=secret,
             replica_id=env.get("GATEWAY_REPLICA_ID") or f"{socket.gethostname()}-{os.getpid()}",
