@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api import commands, minecraft, npcs, prometheus, system, tokens
+from gateway.api import commands, minecraft, npcs, prometheus, system, tokens, world
 from gateway.api.auth import WRITE_LIMITER, WriteLimiter, auth_middleware
 from gateway.api.errors import error_middleware
 from gateway.bot_session import npc_endpoint
@@ -174,6 +174,7 @@ def create_app(settings: Settings, *, broker: MemoryBroker | None = None) -> web
     commands.add_routes(app)
     minecraft.add_routes(app)
     tokens.add_routes(app)
+    world.add_routes(app)
     _add_optional_routes(app)
     return app
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -42,6 +43,7 @@ from gateway.ratelimit import FloodGuard
 from gateway.sessions import RATE_LIMITED, WEBSOCKET_OPTIONS, encoding_of, expects
 from gateway.store import StoreUnavailable
 from gateway.token_deadline import TokenDeadline
+from gateway.world.sections import parse_blocks, parse_chunk
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +328,11 @@ class BotSession:
                 raise ProtocolError(ErrorCode.FORBIDDEN, NOT_YOUR_COMMAND, ref)
             else:  # sent on an earlier connection, or not to this NPC: ask the record
                 self._track(self.node.tasks.spawn(self._ack_checked(command_id, ref), "ack"))
+        elif kind == "chunk":
+            if not node.accept_chunk(parse_chunk(msg, ref), ref):
+                raise ProtocolError(ErrorCode.UNAVAILABLE, "the world model is full", ref)
+        elif kind == "blocks":
+            node.accept_blocks(parse_blocks(msg, ref))
         elif kind in ("path", "mining_plan"):
             self._start_job(kind, ref, msg)
         elif kind == "auth":
@@ -356,12 +363,17 @@ class BotSession:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "pathfinding is not available", ref)
         from gateway.workers import run_mining_plan, run_path
 
-        runner = run_path if kind == "path" else run_mining_plan
-        self._track(self.node.tasks.spawn(self._job(runner, pool, ref, msg), kind))
+        owner = owner_key("npc", self.npc_id)
+        answer = (
+            run_path(pool, msg, owner, self.node.world)
+            if kind == "path"
+            else run_mining_plan(pool, msg, owner)
+        )
+        self._track(self.node.tasks.spawn(self._job(answer, ref), kind))
 
-    async def _job(self, runner: Any, pool: Any, ref: Any, msg: dict[str, Any]) -> None:
+    async def _job(self, answer: Coroutine[Any, Any, dict[str, Any]], ref: Any) -> None:
         try:
-            self.send_message(await runner(pool, msg, owner_key("npc", self.npc_id)))
+            self.send_message(await answer)
         except ProtocolError as err:
             err.ref = ref if err.ref is None else err.ref
             self.send_message(err.to_message())

@@ -126,6 +126,11 @@ class Settings:
     history_seconds: int = 600
     # How long a command for an offline bot waits for it (§6.5).
     command_queue_s: int = 60
+    # The shared world model (§6.6): sections it holds (512 B each, mapped by the workers),
+    # and how far around start and goal a search on it may go (blocks).
+    world_sections: int = 262_144
+    world_margin_xz: int = 64
+    world_margin_y: int = 32
 
     @property
     def sqlite_path(self) -> Path:
@@ -164,6 +169,9 @@ class Settings:
             history_events=_int(env, "GATEWAY_HISTORY_EVENTS", 10_000, minimum=1),
             history_seconds=_int(env, "GATEWAY_HISTORY_SECONDS", 600, minimum=1),
             command_queue_s=_int(env, "GATEWAY_COMMAND_QUEUE_S", 60, minimum=1),
+            world_sections=_int(env, "GATEWAY_WORLD_SECTIONS", 262_144, minimum=1),
+            world_margin_xz=_int(env, "GATEWAY_WORLD_MARGIN", 64),
+            world_margin_y=_int(env, "GATEWAY_WORLD_MARGIN_Y", 32),
         )
 
 

@@ -23,7 +23,7 @@ from gateway.breaker import (
     BreakerRegistry,
 )
 from gateway.bus import Bus
-from gateway.bus.base import EVENTS, command_channel
+from gateway.bus.base import EVENTS, WORLD, command_channel
 from gateway.cache import Cache
 from gateway.coalescer import Coalescer
 from gateway.commands import CommandRouter
@@ -49,12 +49,15 @@ from gateway.task_owner import TaskOwner
 from gateway.telemetry import Telemetry
 from gateway.ticker import Ticker
 from gateway.types import MetricRow, PositionUpdate
+from gateway.world.model import WorldModel
+from gateway.world.sections import Blocks, Chunk
 from gateway.writers import (
     MetricsBatcher,
     PassthroughPositionWriter,
     PositionWriter,
     ProfileUpdater,
     Registrar,
+    SectionWriter,
     StatusWriter,
 )
 
@@ -65,6 +68,7 @@ PRESENCE_HEARTBEAT_S = 5.0  # a third of the Redis presence TTL (15 s)
 PEER_SILENCE_S = 15.0  # a replica not heard for the presence TTL is taken for dead
 RETENTION_EVERY_S = 3600.0  # metrics retention runs at start, then this often
 RETENTION_RETRY_S = 60.0  # sooner while the database is down
+WORLD_MESSAGE_SECTIONS = 1024  # sections per bus message (512 KiB): a tick may send several
 
 
 def now_ms() -> int:
@@ -149,6 +153,13 @@ class Node:
         self.registrations = Registrar(self.registry.ensure)
         for writer in (self.positions, self.statuses, self.metrics, self.profiles):
             writer.before = self.registrations.settle
+        # The shared world model (§6.6): sections bots report, read in place by the workers.
+        self.world = WorldModel(
+            settings.world_sections,
+            margin_xz=settings.world_margin_xz,
+            margin_y=settings.world_margin_y,
+        )
+        self.sections = SectionWriter(self.store.write_sections)
         self.ticker = Ticker(settings.tick_ms / 1000, self.tick) if not self.passthrough else None
         self._gc_full_collections = 0
         self._gc_last_pause_s = 0.0
@@ -158,8 +169,10 @@ class Node:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self._load_world()
         await self.bus.start(self.replica, self.on_bus_message)
         await self.history.start(self._on_history_entry)
+        self.sections.start()
         self.registrations.start()
         self.positions.start()
         self.statuses.start()
@@ -235,6 +248,17 @@ class Node:
                 log.exception("metrics retention failed")
             await asyncio.sleep(delay)
 
+    async def _load_world(self) -> None:
+        """The model as stored (it survives restarts); a store that is down starts it empty."""
+        try:
+            rows = await self.store.load_sections()
+        except StoreUnavailable as exc:
+            log.warning("world model starts empty: the store is unavailable (%s)", exc)
+            return
+        self.world.apply_rows(rows)
+        self.world.sections_remote = 0  # loaded, not heard from peers
+        log.info("world model: %d sections loaded", len(rows))
+
     def _bus_reconnects(self) -> int:
         return int(self.bus.stats().get("reconnects", 0))
 
@@ -260,7 +284,14 @@ class Node:
         if self.ticker is not None:
             await self.ticker.stop()
         self.tick()
-        writers = (self.registrations, self.positions, self.statuses, self.metrics, self.profiles)
+        writers = (
+            self.registrations,
+            self.positions,
+            self.statuses,
+            self.metrics,
+            self.profiles,
+            self.sections,
+        )
         for writer in writers:
             await writer.stop()
         await self.hub.close_all(CloseCode.GOING_AWAY, "gateway shutting down")
@@ -278,6 +309,7 @@ class Node:
             self._heartbeat, self._retention, self._collector, return_exceptions=True
         )
         await self.bus.close()
+        self.world.close()
 
     # -- positions ----------------------------------------------------------------------------
 
@@ -305,6 +337,33 @@ class Node:
             if self._window_started is not None:
                 self.telemetry.ingest_to_send_seconds.observe(done - self._window_started)
         self._window_started = None
+        self._flush_world()
+
+    # -- the world model ----------------------------------------------------------------------
+
+    def accept_chunk(self, chunk: Chunk, ref: Any = None) -> bool:
+        """A bot's section: searchable at once here, on other replicas and in the store after
+        the next tick. False when the model is full."""
+        stored = self.world.accept_chunk(chunk, ref)
+        if self.passthrough:
+            self._flush_world()
+        return stored
+
+    def accept_blocks(self, blocks: Blocks) -> int:
+        applied = self.world.accept_blocks(blocks)
+        if self.passthrough:
+            self._flush_world()
+        return applied
+
+    def _flush_world(self) -> None:
+        """This tick's changed sections: one bus message (a few for very busy ticks), one write."""
+        rows = self.world.cut()
+        if not rows:
+            return
+        for i in range(0, len(rows), WORLD_MESSAGE_SECTIONS):
+            part = rows[i : i + WORLD_MESSAGE_SECTIONS]
+            self.bus.publish(WORLD, _pack({"r": self.replica, "s": part}))
+        self.sections.submit(rows)
 
     def _deliver_window(self, window: dict[str, PositionUpdate]) -> None:
         ts = now_ms()
@@ -485,6 +544,8 @@ class Node:
                 self._apply_remote_window(msg["ts"], msg["u"])
             elif channel == EVENTS:
                 self._apply_event(msg)
+            elif channel == WORLD:
+                self.world.apply_rows(msg["s"])
             elif channel == command_channel(self.replica):
                 self._on_command_channel(msg)
         except Exception:
@@ -593,6 +654,13 @@ class Node:
                 "pending": self.registrations.pending,
                 "registered": self.registrations.registered,
                 "dropped": self.registrations.dropped,
+            },
+            "sections": {
+                "pendingItems": self.sections.pending,
+                "batchesWritten": self.sections.batches_written,
+                "itemsWritten": self.sections.items_written,
+                "writeFailures": self.sections.failures,
+                "rejectedItems": self.sections.rejected,
             },
             "profiles": {
                 "pendingItems": self.profiles.pending,

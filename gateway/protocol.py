@@ -293,7 +293,19 @@ def parse_auth(msg: dict[str, Any], ref: Any) -> str:
 
 
 BOT_TYPES = frozenset(
-    {"pos", "status", "metric", "event", "path", "mining_plan", "ping", "ack", "auth"}
+    {
+        "pos",
+        "status",
+        "metric",
+        "event",
+        "path",
+        "mining_plan",
+        "ping",
+        "ack",
+        "auth",
+        "chunk",  # §6.6: the world model
+        "blocks",
+    }
 )
 VIEWER_TYPES = frozenset({"subscribe", "ping", "auth"})
 

@@ -420,3 +420,48 @@ class Registrar(_Retrying):
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+
+SectionRow = tuple[str, int, int, int, bytes]
+
+
+class SectionWriter(_Retrying):
+    """Writes each tick's changed world sections in one statement (§6.6). While the store is
+    down, later ticks coalesce into what waits (latest bytes per section win), so what waits is
+    bounded by the number of distinct sections, like positions by the number of NPCs."""
+
+    def __init__(self, write: Callable[[list[SectionRow]], Awaitable[int | None]]) -> None:
+        super().__init__("section-writer")
+        self._write = write
+        self._unwritten: dict[tuple[str, int, int, int], SectionRow] = {}
+        self.batches_written = 0
+        self.items_written = 0
+
+    def submit(self, rows: list[SectionRow]) -> None:
+        for row in rows:
+            self._unwritten[row[:4]] = row  # type: ignore[index]
+        self.wake()
+
+    def _has_pending(self) -> bool:
+        return bool(self._unwritten)
+
+    def _reject_head(self) -> int:
+        dropped, self._unwritten = len(self._unwritten), {}
+        return dropped
+
+    async def _flush(self) -> None:
+        batch, self._unwritten = self._unwritten, {}
+        if not batch:
+            return
+        try:
+            written = await self._write(list(batch.values()))
+        except BaseException:
+            batch.update(self._unwritten)  # newer bytes of the same sections win
+            self._unwritten = batch
+            raise
+        self.batches_written += 1
+        self.items_written += len(batch) if written is None else written
+
+    @property
+    def pending(self) -> int:
+        return len(self._unwritten)

@@ -14,10 +14,11 @@ from aiohttp import web
 
 from gateway.api.errors import MAX_BODY_BYTES, ApiError, error_response, read_json
 from gateway.auth import owner_key
-from gateway.keys import CLAIMS
+from gateway.keys import CLAIMS, NODE
 from gateway.protocol import ErrorCode, ProtocolError
 from gateway.workers import WORKER_POOL
 from gateway.workers.tasks import run_mining_plan, run_path
+from gateway.world.model import WorldModel
 
 _STATUS = {
     ErrorCode.BAD_MESSAGE: 400,
@@ -51,6 +52,11 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def _world(request: web.Request) -> WorldModel | None:
+    node = request.app.get(NODE)  # an app of pathfinding alone (tests) has no node
+    return None if node is None else node.world
+
+
 async def pathfind(request: web.Request) -> web.Response:
     """POST /api/pathfind: the `path` request without `type`; answers the `path_result` map.
 
@@ -58,7 +64,9 @@ async def pathfind(request: web.Request) -> web.Response:
     ``ok: false``: the request was fine, the world just has no such path within the limits.
     """
     try:
-        result = await run_path(request.app[WORKER_POOL], await _body(request), _owner(request))
+        result = await run_path(
+            request.app[WORKER_POOL], await _body(request), _owner(request), world=_world(request)
+        )
     except ProtocolError as exc:
         return _error(_STATUS.get(exc.code, 400), exc.code.value, exc.message)
     except ApiError as exc:  # the body: not JSON, or over the limit (works without middleware)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.bus.base import EVENTS, BusHandler, command_channel
+from gateway.bus.base import EVENTS, WORLD, BusHandler, command_channel
 from gateway.regions import is_positions_channel
 
 
@@ -60,7 +60,7 @@ class MemoryBus:
     async def start(self, replica: str, handler: BusHandler) -> None:
         self._handler = handler
         self._loop = asyncio.get_running_loop()
-        self._broker.attach(self, [EVENTS, command_channel(replica)])
+        self._broker.attach(self, [EVENTS, WORLD, command_channel(replica)])
 
     async def close(self) -> None:
         self._broker.detach(self)

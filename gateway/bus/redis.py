@@ -25,7 +25,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from gateway.bus.base import EVENTS, POSITIONS_PATTERN, BusHandler, command_channel
+from gateway.bus.base import EVENTS, POSITIONS_PATTERN, WORLD, BusHandler, command_channel
 from gateway.redis_pool import redis_client
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ class RedisBus:
             try:
                 wanted = self._wanted
                 regions = set() if wanted is None else set(wanted)
-                channels = [EVENTS, command_channel(self._replica), *sorted(regions)]
+                channels = [EVENTS, WORLD, command_channel(self._replica), *sorted(regions)]
                 await self._subscribe(pubsub, channels, pattern=wanted is None)
                 self._heard, self._heard_all = regions, wanted is None
                 self._pubsub = pubsub

@@ -97,6 +97,14 @@ class Store(Protocol):
     ) -> list[MetricRow]:
         """Newest first."""
 
+    # -- the world model (§6.6) -----------------------------------------------------------------
+    async def write_sections(self, rows: Sequence[tuple[str, int, int, int, bytes]]) -> int:
+        """Store (dim, cx, cy, cz, 512-byte bitset) rows in one statement, replacing what each
+        section held; keys are unique within a batch. How many rows were written."""
+
+    async def load_sections(self) -> list[tuple[str, int, int, int, bytes]]:
+        """Every stored section (start-up)."""
+
     # -- figures --------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """`backend`, `activeConnections`, `idleConnections`, `queryTime` {p50,p95,p99} in ms,

@@ -186,6 +186,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.execute(_STAGE)
 
 
+_WRITE_SECTIONS = (
+    "INSERT INTO world_sections (dim, cx, cy, cz, solid)"
+    " SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::int[], $5::bytea[])"
+    " ON CONFLICT (dim, cx, cy, cz) DO UPDATE SET solid = excluded.solid, updated_at = now()"
+)
+
+
 class PostgresStore:
     """:class:`gateway.store.base.Store` on PostgreSQL through an asyncpg pool."""
 
@@ -397,6 +404,21 @@ class PostgresStore:
                     if attempt == 2:
                         raise
         return 0  # not reached: the last attempt returns or raises
+
+    # -- the world model --------------------------------------------------------------------------
+    async def write_sections(self, rows: Sequence[tuple[str, int, int, int, bytes]]) -> int:
+        """One INSERT … ON CONFLICT over arrays: a batch is one statement, one round trip."""
+        if not rows:
+            return 0
+        dims, xs, ys, zs, solids = (list(col) for col in zip(*rows, strict=True))
+        async with self._conn() as conn:
+            tag = await conn.execute(_WRITE_SECTIONS, dims, xs, ys, zs, solids)
+        return self._count(tag)
+
+    async def load_sections(self) -> list[tuple[str, int, int, int, bytes]]:
+        async with self._conn() as conn:
+            records = await conn.fetch("SELECT dim, cx, cy, cz, solid FROM world_sections")
+        return [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in records]
 
     # -- learning profiles ------------------------------------------------------------------------
     async def get_profile(self, npc_id: str) -> dict[str, Any] | None:

@@ -284,6 +284,39 @@ class SqliteStore:
         written: int = await self._call(self._write_positions, list(updates))
         return written
 
+    # -- the world model --------------------------------------------------------------------------
+    def _write_sections(self, rows: list[tuple[str, int, int, int, bytes]]) -> int:
+        now = now_iso()
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.executemany(
+                "INSERT INTO world_sections (dim, cx, cy, cz, solid, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dim, cx, cy, cz) DO UPDATE"
+                " SET solid = excluded.solid, updated_at = excluded.updated_at",
+                [(d, x, y, z, s, now) for d, x, y, z, s in rows],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._stats.writes += 1
+        return len(rows)
+
+    async def write_sections(self, rows: Sequence[tuple[str, int, int, int, bytes]]) -> int:
+        if not rows:
+            return 0
+        written: int = await self._call(self._write_sections, list(rows))
+        return written
+
+    def _load_sections(self) -> list[tuple[str, int, int, int, bytes]]:
+        cur = self._db.execute("SELECT dim, cx, cy, cz, solid FROM world_sections")
+        return [(d, x, y, z, bytes(s)) for d, x, y, z, s in cur]
+
+    async def load_sections(self) -> list[tuple[str, int, int, int, bytes]]:
+        rows: list[tuple[str, int, int, int, bytes]] = await self._call(self._load_sections)
+        return rows
+
     # -- learning profiles ------------------------------------------------------------------------
     def _get_profile(self, npc_id: str) -> dict[str, Any] | None:
         row = self._db.execute(

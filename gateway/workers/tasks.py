@@ -9,6 +9,8 @@ the loop. Either way a malformed request ends as ``ProtocolError(BAD_MESSAGE)``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -27,7 +29,12 @@ from gateway.workers.pool import (
     WorkerCrashed,
     WorkerPool,
 )
-from gateway.workers.world import Grid, decode_world
+from gateway.workers.world import MAX_CELLS, Grid, decode_world
+from gateway.world.arena import SectionArena
+from gateway.world.box import box_cells
+from gateway.world.grid import model_grid
+from gateway.world.model import ModelRef, WorldModel
+from gateway.world.sections import parse_dim
 
 DEFAULT_TIMEOUT_MS = 5000
 MAX_TIMEOUT_MS = 60_000
@@ -39,13 +46,16 @@ Cell = tuple[int, int, int]
 
 @dataclass(frozen=True, slots=True)
 class PathJob:
-    """A checked path request; `world` is still the wire map (checked in the worker)."""
+    """A checked path request; `world` is still the wire map (checked in the worker), or None
+    for a search on the shared model (`dim` names it; `model` is filled in on the loop)."""
 
     start: Cell
     goal: Cell
     world: Any
     max_nodes: int
     timeout_ms: float
+    dim: str = "overworld"
+    model: ModelRef | None = None
 
 
 def _bad(message: str, ref: Any) -> ProtocolError:
@@ -77,7 +87,10 @@ def parse_path(msg: dict[str, Any], ref: Any = None) -> PathJob:
     start = _cell(msg.get("start"), "start", ref)
     goal = _cell(msg.get("goal"), "goal", ref)
     world = msg.get("world")
-    if type(world) is not dict:
+    dim = "overworld"
+    if world is None:
+        dim = parse_dim(msg.get("dim"), ref)  # §6.6: searched on the shared model
+    elif type(world) is not dict:
         raise _bad("world must be a map", ref)
     max_nodes = msg.get("max_nodes")
     if max_nodes is None:
@@ -91,7 +104,7 @@ def parse_path(msg: dict[str, Any], ref: Any = None) -> PathJob:
         0 < timeout_ms <= MAX_TIMEOUT_MS
     ):
         raise _bad(f"timeout_ms must be a number in (0, {MAX_TIMEOUT_MS}]", ref)
-    return PathJob(start, goal, world, max_nodes, float(timeout_ms))
+    return PathJob(start, goal, world, max_nodes, float(timeout_ms), dim)
 
 
 # -- worker side (these run in the pool's processes) ---------------------------------------------
@@ -117,13 +130,22 @@ def _decode(world: dict[str, Any]) -> Grid:
     return decode_world(world)
 
 
+@functools.lru_cache(maxsize=4)
+def _arena(path: str) -> SectionArena:
+    # Mapped once per worker; later requests name the same file and read it in place.
+    return SectionArena.attach(path)
+
+
 def solve_path(job: PathJob, budget_s: float) -> dict[str, Any]:
-    """Decode the world and search; `budget_s` is the task's remaining time."""
+    """Decode the world (or read the model's box) and search; `budget_s` is the time left."""
     t0 = time.perf_counter()
-    try:
-        grid = _decode(job.world)
-    except ProtocolError as exc:
-        return {"bad_message": exc.message}
+    if job.model is not None:
+        grid = model_grid(_arena(job.model.arena), job.model.dim_id, job.model.box)
+    else:
+        try:
+            grid = _decode(job.world)
+        except ProtocolError as exc:
+            return {"bad_message": exc.message}
     left = budget_s - (time.perf_counter() - t0)
     result = find_path(grid, job.start, job.goal, job.max_nodes, timeout_s=max(left, 0.0))
     out: dict[str, Any] = {
@@ -196,14 +218,36 @@ async def _submit(
     return out, None
 
 
-async def run_path(pool: WorkerPool, msg: dict[str, Any], owner: str | None) -> dict[str, Any]:
+def _answered(ref: Any, error: str, message: str) -> dict[str, Any]:
+    out = _failure("path_result", ref, error, message, 0.0)
+    out.update(path=[], cost=0, expanded=0)
+    return out
+
+
+async def run_path(
+    pool: WorkerPool,
+    msg: dict[str, Any],
+    owner: str | None,
+    world: WorldModel | None = None,
+) -> dict[str, Any]:
     """The `path_result` for a `path` message (or a POST /api/pathfind body).
 
-    Raises ``ProtocolError``: BAD_MESSAGE for a malformed request, BUSY when the queue is full,
-    UNAVAILABLE while the pool is down. Timeouts and crashes come back as ``ok: false``.
+    Without `world` in the message the search runs on `world`, the shared model (§6.6): the
+    worker gets the arena's name and a box, never the blocks. Raises ``ProtocolError``:
+    BAD_MESSAGE for a malformed request, BUSY when the queue is full, UNAVAILABLE while the
+    pool is down. Timeouts and crashes come back as ``ok: false``.
     """
     ref = _ref(msg)
     job = parse_path(msg, ref)
+    if job.world is None:
+        if world is None:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "no world model on this gateway", ref)
+        model = world.path_ref(job.dim, job.start, job.goal)
+        if model is None:  # start or goal outside everything reported: nothing to search
+            return _answered(ref, "no_path", "start or goal is outside the known world")
+        if box_cells(model.box) > MAX_CELLS:
+            return _answered(ref, "too_large", f"the search box is over {MAX_CELLS} cells")
+        job = dataclasses.replace(job, model=model)
     out, failed = await _submit(
         pool, solve_path, job, job.timeout_ms / 1000, owner, "path_result", ref
     )

@@ -351,3 +351,24 @@ async def test_same_store_recovers_after_restart(own_pg_server: PostgresServer) 
         assert npc is not None and npc["x"] == 7.0
     finally:
         await s.close()
+
+
+async def test_world_sections_replace_and_survive_reopen(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, store: Store
+) -> None:
+    """§6.6: a batch is written whole, a later write of a section replaces it, and what was
+    written is there for the next process (the model survives restarts)."""
+    a, b = bytes([1]) * 512, bytes([2]) * 512
+    assert await store.load_sections() == []
+    assert await store.write_sections([]) == 0
+    assert (
+        await store.write_sections([("overworld", 0, 4, 0, a), ("the_nether", -1, -4, 7, a)]) == 2
+    )
+    assert await store.write_sections([("overworld", 0, 4, 0, b)]) == 1
+    other = make_store(backend, request, tmp_path)  # another process's view of the database
+    await other.open()
+    try:
+        rows = sorted(await other.load_sections())
+    finally:
+        await other.close()
+    assert rows == [("overworld", 0, 4, 0, b), ("the_nether", -1, -4, 7, a)]

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from gateway.workers.astar import find_path
 from gateway.world.arena import SectionArena
-from gateway.world.grid import box_cells, model_grid, search_box
+from gateway.world.box import box_cells, search_box
+from gateway.world.grid import model_grid
 from gateway.world.sections import SECTION_BYTES, pack_key, section_of, set_bit
 from tests.unit.test_astar import BACKENDS, dijkstra, move_cost, standing
 

@@ -109,9 +109,7 @@ def test_keys_round_trip_and_are_positive(dim: int, key: tuple[int, int, int]) -
     assert unpack_key(packed) == (dim, key)
 
 
-@given(
-    x=st.integers(-1000, 1000), y=st.integers(-64, 319), z=st.integers(-1000, 1000)
-)
+@given(x=st.integers(-1000, 1000), y=st.integers(-64, 319), z=st.integers(-1000, 1000))
 def test_bit_order_is_the_contracts(x: int, y: int, z: int) -> None:
     key, bit = section_of(x, y, z)
     origin = (key[0] * 16, key[1] * 16, key[2] * 16)
@@ -149,7 +147,7 @@ def test_arena_index_finds_every_section_and_no_other(
         for i, p in enumerate(packed):
             assert arena.put(p, bytes([i % 256]) * SECTION_BYTES) == i
         assert arena.put(pack_key(4, (0, 0, 0)), ZERO) is None  # full: refused, not overwritten
-        slots = reader.lookup(np.array(packed + [pack_key(4, (0, 0, 0))], np.int64))
+        slots = reader.lookup(np.array([*packed, pack_key(4, (0, 0, 0))], np.int64))
         assert list(slots[:-1]) == list(range(len(keys))) and slots[-1] == -1
         for i in range(len(keys)):
             assert reader.data[slots[i]][0] == i % 256
