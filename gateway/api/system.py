@@ -52,6 +52,7 @@ def performance_figures(node: Node) -> dict[str, Any]:
             "closedSlow": node.hub.viewers_closed_slow,
             "framesMerged": sum(v.frames_merged for v in node.hub.viewers),
         },
+        "world": node.world.stats(),
         "process": {
             "maxRssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
             "gc": node.gc_stats(),
