@@ -858,6 +858,88 @@ function niceStep(minBlocks) {
   return steps.find((s) => s >= minBlocks) || 131072;
 }
 
+// -- terrain: the shared world model's heightmap under the NPCs (§6.6) ---------------------------
+// The top solid block of every column of the area on screen (plus a margin), fetched from
+// GET /api/world/{dim}/heightmap, drawn as one image of one pixel per column: shaded by height
+// (darker low, lighter high) and lit from the north-west so slopes read as relief. Re-fetched
+// when the view leaves the fetched area and every TERRAIN_MS while it stays, so new sections
+// bots report appear by themselves. Views wider than 512 blocks (the endpoint's limit) show none.
+const TERRAIN_MAX = 512;
+const TERRAIN_MS = 3000;
+const terrain = { c: document.createElement("canvas"), area: null, dim: null, at: 0, busy: false, known: 0, fetches: 0 };
+
+function terrainWanted() {
+  const b = viewBounds();
+  const m = 32;
+  const x0 = Math.floor(b.x0 - m), z0 = Math.floor(b.z0 - m);
+  const x1 = Math.ceil(b.x1 + m), z1 = Math.ceil(b.z1 + m);
+  if (x1 - x0 + 1 > TERRAIN_MAX || z1 - z0 + 1 > TERRAIN_MAX) return null;
+  return [x0, z0, x1, z1];
+}
+
+async function refreshTerrain() {
+  if (terrain.busy || !token || state.conn !== "connected") return;
+  const want = terrainWanted();
+  if (!want) { terrain.area = null; return; }
+  const a = terrain.area;
+  const inside = a && terrain.dim === state.dim && want[0] >= a[0] && want[1] >= a[1] && want[2] <= a[2] && want[3] <= a[3];
+  if (inside && performance.now() - terrain.at < TERRAIN_MS) return;
+  // Fetch a little more than the screen so panning does not refetch at once.
+  const pad = 64;
+  const cx = (want[0] + want[2]) / 2, cz = (want[1] + want[3]) / 2;
+  const half = Math.min(TERRAIN_MAX, Math.max(want[2] - want[0], want[3] - want[1]) + 1 + 2 * pad) / 2;
+  const area = [Math.floor(cx - half), Math.floor(cz - half), Math.floor(cx - half) + 2 * half - 1, Math.floor(cz - half) + 2 * half - 1];
+  const dim = state.dim;
+  terrain.busy = true;
+  try {
+    const r = await fetch(`/api/world/${encodeURIComponent(dim)}/heightmap?area=${area.join(",")}`, { headers: { Authorization: `Bearer ${token}` } });
+    if (r.ok) paintTerrain(await r.json(), dim);
+  } catch (_) {
+    /* the next slow tick tries again */
+  } finally {
+    terrain.busy = false;
+    terrain.at = performance.now();
+  }
+}
+
+function paintTerrain(hm, dim) {
+  const [w, h] = hm.size, heights = hm.heights;
+  let lo = Infinity, hi = -Infinity, known = 0;
+  for (const y of heights) if (y !== null) { known++; if (y < lo) lo = y; if (y > hi) hi = y; }
+  terrain.c.width = w; terrain.c.height = h;
+  const g = terrain.c.getContext("2d");
+  const img = g.createImageData(w, h);
+  const px = img.data;
+  const span = Math.max(8, hi - lo);
+  for (let z = 0; z < h; z++) {
+    for (let x = 0; x < w; x++) {
+      const i = z * w + x, y = heights[i];
+      if (y === null) continue; // unknown: the background shows through
+      const t = (y - lo) / span; // 0 low .. 1 high
+      const n = x > 0 && z > 0 ? heights[i - w - 1] : null; // the north-west neighbour
+      const light = n === null ? 0 : Math.max(-1, Math.min(1, (y - n) / 2)) * 22;
+      const k = 4 * i;
+      px[k] = 40 + 90 * t + light;
+      px[k + 1] = 70 + 110 * t + light;
+      px[k + 2] = 45 + 60 * t + light;
+      px[k + 3] = 255;
+    }
+  }
+  g.putImageData(img, 0, 0);
+  terrain.area = [hm.origin[0], hm.origin[1], hm.origin[0] + w - 1, hm.origin[1] + h - 1];
+  terrain.dim = dim;
+  terrain.known = known;
+  terrain.fetches++;
+}
+
+function drawTerrain() {
+  const a = terrain.area;
+  if (!a || terrain.dim !== state.dim || !terrain.known) return;
+  const v = state.view, W = canvas.clientWidth, H = canvas.clientHeight;
+  ctx.imageSmoothingEnabled = false; // one block, one crisp square
+  ctx.drawImage(terrain.c, (a[0] - v.cx) * v.scale + W / 2, (a[1] - v.cz) * v.scale + H / 2, (a[2] - a[0] + 1) * v.scale, (a[3] - a[1] + 1) * v.scale);
+}
+
 function drawGrid(W, H) {
   const v = state.view;
   const step = niceStep(48 / v.scale);
@@ -1054,6 +1136,7 @@ function frame(now) {
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.fillStyle = DIM_BG[state.dim] || DIM_BG.overworld;
   ctx.fillRect(0, 0, W, H);
+  drawTerrain();
   drawGrid(W, H);
 
   const v = state.view;
@@ -1247,6 +1330,7 @@ function slowTick() {
   updateScale();
   if (state.selected) renderCard();
   checkSubscription();
+  refreshTerrain();
 }
 
 function fmtAge(ms) {
@@ -1429,6 +1513,7 @@ window.__aicraft = {
   },
   listed() { return state.filtered.map((n) => n.id); },
   labels() { return placeLabels.placed.map((b) => ({ ...b })); },
+  terrain() { return { area: terrain.area, dim: terrain.dim, known: terrain.known, fetches: terrain.fetches }; },
   token() { return token; },
   stats: state.stats,
   decode,

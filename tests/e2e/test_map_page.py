@@ -551,3 +551,67 @@ async def test_page_drops_an_npc_that_leaves_the_area_shown(tmp_path: Path, brow
         finally:
             await bot.close()
             await page.close()
+
+
+def _floor_section() -> str:
+    """A 16x16x16 section with its bottom layer solid (flat ground), base64 for JSON."""
+    bits = bytearray(512)
+    bits[:32] = b"\xff" * 32  # bits 0-255: local y = 0, every z and x
+    return base64.b64encode(bytes(bits)).decode()
+
+
+async def test_terrain_under_the_npcs_follows_the_model(tmp_path: Path, browser: Any) -> None:
+    """The page draws the shared world model's heightmap for the area on screen (§6.6), shaded
+    by height, and picks up sections bots report while it is open."""
+    async with running_gateway(gateway_settings(tmp_path)) as gw:
+        bot = await gw.bot("mapper")
+        await bot.send({"type": "chunk", "origin": [0, 48, 0], "solid": _floor_section()})
+        await bot.roundtrip()
+        page, errors = await open_page(browser, f"{gw.http}/?token={token('viewer', 'e2e')}")
+        try:
+            await page.wait_for_selector('#conn[data-state="connected"]', timeout=WAIT_MS)
+            await page.evaluate("__aicraft.setView({cx: 16, cz: 8, scale: 8})")
+            await page.wait_for_function("__aicraft.terrain().known === 256", timeout=WAIT_MS)
+            # the ground's column at (8, 8) is drawn; the unknown column at (24, 8) is not
+            ground, unknown = await page.evaluate(
+                """() => {
+                    const c = document.getElementById('map'), g = c.getContext('2d');
+                    const v = __aicraft.state.view, d = window.devicePixelRatio || 1;
+                    const at = (x, z) => Array.from(g.getImageData(
+                        Math.round(((x + 0.5 - v.cx) * v.scale + c.clientWidth / 2) * d),
+                        Math.round(((z + 0.5 - v.cz) * v.scale + c.clientHeight / 2) * d),
+                        1, 1).data);
+                    return [at(8, 8), at(24, 8)];
+                }"""
+            )
+            assert ground != unknown and ground[1] > unknown[1]  # green ground, dark background
+            # A second bot reports the section next to it, one block higher: the page shows it
+            # without a reload, and higher ground lighter.
+            other = await gw.bot("mapper2")
+            higher = bytearray(base64.b64decode(_floor_section()))
+            higher[32:64] = b"\xff" * 32  # local y = 1 as well
+            await other.send(
+                {"type": "chunk", "origin": [16, 48, 0], "solid": base64.b64encode(higher).decode()}
+            )
+            await page.wait_for_function("__aicraft.terrain().known === 512", timeout=WAIT_MS)
+            await page.wait_for_function(
+                """() => {
+                    const c = document.getElementById('map'), g = c.getContext('2d');
+                    const v = __aicraft.state.view, d = window.devicePixelRatio || 1;
+                    const px = (x) => g.getImageData(
+                        Math.round(((x + 0.5 - v.cx) * v.scale + c.clientWidth / 2) * d),
+                        Math.round(((8.5 - v.cz) * v.scale + c.clientHeight / 2) * d), 1, 1).data;
+                    return px(28)[1] > px(4)[1];
+                }""",
+                timeout=WAIT_MS,
+            )
+            rest = Rest(gw.http, token("viewer", "v"))
+            try:
+                status, body = await rest.call("GET", "/api/world/overworld")
+            finally:
+                await rest.close()
+            assert status == 200 and body["sections"] == 2
+            assert errors == []
+        finally:
+            await bot.close()
+            await page.close()
