@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import heapq
 import logging
@@ -121,6 +122,33 @@ class Terrain:
     def standing_y(self, x: int, z: int) -> int:
         """The y of a bot's feet standing on column (x, z)."""
         return self.height(x, z) + 1
+
+
+def terrain_section(terrain: Terrain, cx: int, cy: int, cz: int) -> bytes:
+    """The 512-byte solid bitset of one 16x16x16 section (contract §6.6): a block is solid
+    up to and including its column's height."""
+    import numpy as np
+
+    heights = np.array(
+        [[terrain.height(cx * 16 + x, cz * 16 + z) for x in range(16)] for z in range(16)]
+    )  # (z, x)
+    ys = np.arange(cy * 16, cy * 16 + 16).reshape(16, 1, 1)
+    solid = (ys <= heights[np.newaxis, :, :]).astype(np.uint8)  # (y, z, x)
+    return np.packbits(solid.reshape(-1), bitorder="little").tobytes()
+
+
+def sections_near(x: int, y: int, z: int, radius: int = 2) -> list[tuple[int, int, int]]:
+    """Section keys around a bot, nearest first: `radius` chunks around, a section above and
+    below its own."""
+    cx, cy, cz = x >> 4, y >> 4, z >> 4
+    keys = [
+        (cx + dx, cy + dy, cz + dz)
+        for dx in range(-radius, radius + 1)
+        for dz in range(-radius, radius + 1)
+        for dy in (-1, 0, 1)
+    ]
+    keys.sort(key=lambda k: abs(k[0] - cx) + abs(k[2] - cz) + abs(k[1] - cy))
+    return keys
 
 
 def legal_step(terrain: Terrain, a: Cell, b: Cell) -> bool:
@@ -529,8 +557,15 @@ class Simulation:
         hz: float = TICK_HZ,
         nether_share: float = 0.1,
         encoding: str = "msgpack",
+        stream_world: bool = False,
     ) -> None:
         self.url = url
+        # The shared world model (§6.6): each bot reports one section of the terrain around it
+        # per tick, nearest first; the fleet reports each section once (the terrain never
+        # changes).
+        self.stream_world = stream_world
+        self.reported: set[tuple[str, int, int, int]] = set()
+        self.sections_sent = 0
         self.tokens = token_factory(tokens)
         self.npcs = (
             make_npcs(npcs, seed=seed, prefix=prefix, nether_share=nether_share)
@@ -616,8 +651,23 @@ class Simulation:
             due = max(due + self.period, loop.time() - self.period)  # never bursts to catch up
             try:
                 await self.send(npc, npc.tick())
+                if self.stream_world:
+                    await self._report_section(npc)
             except Exception:  # one bot's bad step must not stop the fleet
                 log.exception("simulated bot %s failed a tick", npc.npc_id)
+
+    async def _report_section(self, npc: SimNpc) -> None:
+        for key in sections_near(npc.x, npc.y, npc.z):
+            if (npc.dim, *key) in self.reported:
+                continue
+            solid = terrain_section(npc.terrain, *key)
+            msg = {"type": "chunk", "dim": npc.dim, "origin": [k * 16 for k in key]}
+            # bytes in msgpack, base64 in JSON (§6.6)
+            msg["solid"] = solid if self.encoding == "msgpack" else base64.b64encode(solid).decode()
+            if await self.clients[npc.npc_id].send(msg):
+                self.reported.add((npc.dim, *key))
+                self.sections_sent += 1
+            return
 
 
 async def run_simulation(
@@ -630,6 +680,7 @@ async def run_simulation(
     hz: float = TICK_HZ,
     nether_share: float = 0.1,
     stop: asyncio.Event | None = None,
+    stream_world: bool = True,
 ) -> None:
     """Run `npcs` simulated bots against the gateway at `url` until `stop` is set (or the task
     is cancelled). `secret_or_token_factory`: the gateway's token secret, or `(role, sub) ->
@@ -642,6 +693,7 @@ async def run_simulation(
         prefix=prefix,
         hz=hz,
         nether_share=nether_share,
+        stream_world=stream_world,
     )
     await sim.start(connect_timeout=None)
     try:

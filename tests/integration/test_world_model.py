@@ -14,8 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from gateway.simulate import Simulation
 from gateway.world.sections import SECTION_BYTES, section_of, set_bit
-from tests.harness import Rest, RunningGateway, gateway_settings, running_gateway, token
+from tests.harness import (
+    SECRET,
+    Rest,
+    RunningGateway,
+    gateway_settings,
+    running_gateway,
+    token,
+)
 from tests.servers import PostgresServer
 
 
@@ -155,3 +163,32 @@ async def _searchable(gw: RunningGateway, rest: Rest, deadline_s: float = 30.0) 
         assert body["error"] == "no_path"  # not there yet
         assert time.monotonic() < end, "the other replica never searched the sections"
         await asyncio.sleep(0.01)  # poll interval of a deadline-bound wait
+
+
+async def test_the_simulator_streams_its_terrain(tmp_path: Path) -> None:
+    """Simulated bots report the sections of the terrain around them (§6.6): the model's
+    heightmap is the simulator's own terrain, and a path on it needs no world."""
+    async with running_gateway(gateway_settings(tmp_path)) as gw:
+        sim = Simulation(gw.ws, SECRET, 2, prefix="mapper", nether_share=0.0, stream_world=True)
+        rest = Rest(gw.http, token("viewer", "v"))
+        try:
+            await sim.start()
+            npc = sim.npcs[0]
+            x, z = npc.home
+            terrain = npc.terrain
+
+            async def reported() -> bool:
+                _, body = await rest.call(
+                    "GET", f"/api/world/overworld/heightmap?area={x - 8},{z},{x + 8},{z}"
+                )
+                heights = [terrain.height(x + dx, z) for dx in range(-8, 9)]
+                return bool(body["heights"] == heights)
+
+            end = time.monotonic() + 30
+            while not await reported():
+                assert time.monotonic() < end, "the terrain never reached the model"
+                await asyncio.sleep(0.05)  # poll interval of a deadline-bound wait
+            assert sim.sections_sent == len(sim.reported)  # each section once per fleet
+        finally:
+            await sim.stop()
+            await rest.close()
