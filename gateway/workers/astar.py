@@ -404,10 +404,20 @@ class _Workspace:
         return self.gen
 
 
-@functools.lru_cache(maxsize=2)
+_WORKSPACE: list[_Workspace] = []  # this process's one workspace, grown when a grid needs more
+
+
 def _workspace(cells: int, heap: int) -> _Workspace:
-    # Fresh multi-megabyte arrays per search cost more in page faults than the search itself.
-    return _Workspace(cells, heap)
+    # Fresh multi-megabyte arrays per search cost more in page faults than the search itself,
+    # and grids of every size (the boxes of requests on the world model) differ from one search
+    # to the next: one workspace at least as large as the largest grid yet serves them all (the
+    # generation stamps make leftovers of other grids harmless). Grown by 1/8 more than asked.
+    ws = _WORKSPACE[0] if _WORKSPACE else None
+    if ws is None or ws.stamp.size < cells or ws.hkey.size < heap:
+        size = max(cells, 0 if ws is None else ws.stamp.size)
+        hsize = max(heap, 0 if ws is None else ws.hkey.size)
+        _WORKSPACE[:] = [_Workspace(size + size // 8, hsize + hsize // 8)]
+    return _WORKSPACE[0]
 
 
 def _search_jit(

@@ -136,11 +136,31 @@ def _arena(path: str) -> SectionArena:
     return SectionArena.attach(path)
 
 
+_MODEL_GRIDS: dict[tuple[str, int, tuple[int, ...]], tuple[int, Grid]] = {}
+_MODEL_GRIDS_MAX = 2
+
+
+def _model_grid(ref: ModelRef) -> Grid:
+    # A worker keeps the grids of its last two boxes while the model has not changed since
+    # (the arena's generation): repeated requests over a quiet area skip the unpacking.
+    arena = _arena(ref.arena)
+    key = (ref.arena, ref.dim_id, ref.box)
+    generation = arena.generation
+    hit = _MODEL_GRIDS.get(key)
+    if hit is not None and hit[0] == generation:
+        return hit[1]
+    grid = model_grid(arena, ref.dim_id, ref.box)
+    if len(_MODEL_GRIDS) >= _MODEL_GRIDS_MAX:
+        _MODEL_GRIDS.pop(next(iter(_MODEL_GRIDS)))
+    _MODEL_GRIDS[key] = (generation, grid)
+    return grid
+
+
 def solve_path(job: PathJob, budget_s: float) -> dict[str, Any]:
     """Decode the world (or read the model's box) and search; `budget_s` is the time left."""
     t0 = time.perf_counter()
     if job.model is not None:
-        grid = model_grid(_arena(job.model.arena), job.model.dim_id, job.model.box)
+        grid = _model_grid(job.model)
     else:
         try:
             grid = _decode(job.world)

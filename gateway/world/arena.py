@@ -25,6 +25,7 @@ from gateway.world.sections import SECTION_BYTES
 
 MAGIC = b"AICWRLD1"
 _HEADER = struct.Struct("<8sIII")  # magic, capacity, table size, (reserved)
+_GENERATION_AT = 24  # uint64: bumped by the writer on every change (readers' cache key)
 HEADER_BYTES = 64
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
@@ -71,6 +72,7 @@ class SectionArena:
         )
         self._slot_of: dict[int, int] = {}  # the writer's own copy of the index
         self.count = 0
+        self._generation = np.frombuffer(mm, np.uint64, 1, _GENERATION_AT)
 
     @classmethod
     def create(cls, capacity: int, directory: str | None = None) -> SectionArena:
@@ -94,7 +96,7 @@ class SectionArena:
 
     def close(self) -> None:
         """Unmap; the writer also removes the file (mapped readers keep their pages)."""
-        self.keys = self.slots = self.data = None  # type: ignore[assignment]
+        self.keys = self.slots = self.data = self._generation = None  # type: ignore[assignment]
         try:
             self._mm.close()
         except BufferError:
@@ -107,11 +109,21 @@ class SectionArena:
     def _home(self, packed: int) -> int:
         return ((packed * _GOLDEN) & _MASK64) >> (64 - self._bits)
 
+    @property
+    def generation(self) -> int:
+        """Changes so far: a reader that saw the same number saw the same sections."""
+        return int(self._generation[0])
+
+    def changed(self) -> None:
+        """Call after writing into a slot's view directly (single cells)."""
+        self._generation[0] += 1
+
     def put(self, packed: int, bitset: bytes) -> int | None:
         """Store (or replace) a section; its slot, or None when the arena is full."""
         slot = self._slot_of.get(packed)
         if slot is not None:
             self.data[slot] = np.frombuffer(bitset, np.uint8)
+            self.changed()
             return slot
         if self.count >= self.capacity:
             return None
@@ -125,6 +137,7 @@ class SectionArena:
         self.keys[i] = packed
         self._slot_of[packed] = slot
         self.count += 1
+        self.changed()
         return slot
 
     def slot(self, packed: int) -> int | None:

@@ -128,6 +128,7 @@ class WorldModel:
                 self.changes_unknown += 1
                 continue
             set_bit(self.arena.section(slot), bit, solid)
+            self.arena.changed()
             dim.tiles.pop((key[0], key[2]), None)
             self._dirty[(blocks.dim, key)] = None
             applied += 1

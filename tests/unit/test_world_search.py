@@ -8,6 +8,7 @@ lookup, the box, the dense grid.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 
@@ -16,10 +17,19 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from gateway.workers.astar import find_path
+from gateway.workers.tasks import parse_path, solve_path
 from gateway.world.arena import SectionArena
 from gateway.world.box import box_cells, search_box
 from gateway.world.grid import model_grid
-from gateway.world.sections import SECTION_BYTES, pack_key, section_of, set_bit
+from gateway.world.model import WorldModel
+from gateway.world.sections import (
+    SECTION_BYTES,
+    Blocks,
+    Chunk,
+    pack_key,
+    section_of,
+    set_bit,
+)
 from tests.unit.test_astar import BACKENDS, dijkstra, move_cost, standing
 
 Cell = tuple[int, int, int]
@@ -146,3 +156,26 @@ def test_unknown_ground_is_never_walked_into() -> None:
         assert find_path(other_dim, start, goal).error == "no_path"
     finally:
         arena.close()
+
+
+def test_a_worker_never_searches_a_stale_copy_of_the_model() -> None:
+    """Workers keep the grids of recent boxes; a change to the model (a section replaced, a
+    single cell set) is seen by the next request for the same box."""
+    flat = bytearray(SECTION_BYTES)
+    for lx, lz in itertools.product(range(16), repeat=2):
+        set_bit(flat, section_of(lx, 0, lz)[1], 1)
+    model = WorldModel(8)
+    try:
+        for cx in (0, 1):
+            model.accept_chunk(Chunk("overworld", (cx, 0, 0), bytes(flat)))
+        job = parse_path({"start": [1, 1, 1], "goal": [30, 1, 1]})
+        job = dataclasses.replace(job, model=model.path_ref("overworld", (1, 1, 1), (30, 1, 1)))
+        assert solve_path(job, 5.0)["cost"] == 29
+        assert solve_path(job, 5.0)["cost"] == 29  # the same box again: the kept grid
+        wall = [(20, y, z, 1) for y in (1, 2, 3) for z in range(16)]
+        model.accept_blocks(Blocks("overworld", wall))
+        assert solve_path(job, 5.0)["error"] == "no_path"
+        model.accept_chunk(Chunk("overworld", (1, 0, 0), bytes(flat)))  # the wall is gone
+        assert solve_path(job, 5.0)["cost"] == 29
+    finally:
+        model.close()
