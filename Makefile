@@ -68,9 +68,10 @@ minecraft-demo: $(STAMP) $(MF_MODULES)
 bench: $(STAMP) $(SYSDEPS) $(PEER_MODULES)
 	$(BIN)/python scripts/bench.py $(if $(QUICK),--quick,) $(BENCH_ARGS)
 
-## bench-path: pathfinding throughput and event-loop lag
+## bench-path: pathfinding throughput and event-loop lag; world model ingest and visibility
 bench-path: $(STAMP)
 	$(BIN)/python scripts/bench_path.py $(BENCH_ARGS)
+	$(BIN)/python scripts/bench_world.py
 
 ## bench-history: event history (§6.5): seq numbering embedded vs Redis, recovery of 10,000 events
 bench-history: $(STAMP) $(SYSDEPS)

@@ -9,7 +9,9 @@ the same random standing start/goal pairs for every contender, it prints:
    (the baseline), our compiled (numba) search and our pure-Python search;
 2. end to end through the worker pool with 1 worker and with N (``run_path``, each request
    carrying the whole world as a base64 bitset, as a bot would send it), with the p99 lateness
-   of a coroutine ticking every 5 ms on the gateway's loop meanwhile.
+   of a coroutine ticking every 5 ms on the gateway's loop meanwhile;
+3. the same with the world by reference: the terrain loaded once into the shared world model
+   (§6.6) and requests without a world, with the bytes each request moves to a worker.
 
 Figures only; nothing is asserted. Needs networkx (a benchmark-only package).
 """
@@ -20,13 +22,17 @@ import argparse
 import asyncio
 import math
 import os
+import pickle
 import random
 import time
 from typing import Any
 
 from gateway.workers import WorkerPool, run_path
 from gateway.workers.astar import find_path, jit_available
+from gateway.workers.tasks import parse_path, solve_path
 from gateway.workers.world import PAD_ABOVE, PAD_BELOW, Grid
+from gateway.world.model import WorldModel
+from gateway.world.sections import pack, parse_chunk
 
 SX, SY, SZ = 128, 64, 128
 Cell = tuple[int, int, int]
@@ -152,10 +158,45 @@ def bench_core(grid: Grid, stands: list[Cell], pairs: list[tuple[Cell, Cell]]) -
         )
 
 
+def load_model(solid: bytearray) -> WorldModel:
+    """The terrain as reported sections: 16x16x16 cubes cut out of the bitset-order bytes."""
+    import numpy as np
+
+    model = WorldModel(SX * SY * SZ // 4096 + 1)
+    cells = np.frombuffer(bytes(solid), np.uint8).reshape(SY, SZ, SX)
+    for y0 in range(0, SY, 16):
+        for z0 in range(0, SZ, 16):
+            for x0 in range(0, SX, 16):
+                cube = cells[y0 : y0 + 16, z0 : z0 + 16, x0 : x0 + 16]
+                msg = {"origin": [x0, y0, z0], "solid": pack(cube)}
+                model.accept_chunk(parse_chunk(msg))
+    model.cut()
+    return model
+
+
+def request_bytes(world: dict[str, Any] | None, model: WorldModel | None, pair: Any) -> int:
+    """Bytes the loop sends a worker for one request (the pickled task), either way."""
+    s, t = pair
+    msg: dict[str, Any] = {"start": list(s), "goal": list(t)}
+    if world is not None:
+        msg["world"] = world
+    job = parse_path(msg)
+    if model is not None:
+        import dataclasses
+
+        job = dataclasses.replace(job, model=model.path_ref("overworld", s, t))
+    return len(pickle.dumps((1, solve_path, job, 5.0)))
+
+
 async def bench_pool(
-    workers: int, world: dict[str, Any], pairs: list[tuple[Cell, Cell]]
+    workers: int,
+    world: dict[str, Any] | None,
+    pairs: list[tuple[Cell, Cell]],
+    model: WorldModel | None = None,
 ) -> tuple[float, float, float]:
-    """(paths/s, lag p99 ms, lag max ms) through the pool with `workers` processes."""
+    """(paths/s, lag p99 ms, lag max ms) through the pool with `workers` processes; `world`
+    None means requests without a world, searched on `model`."""
+    extra = {"world": world} if world is not None else {}
     pool = WorkerPool(workers, queue_max=len(pairs))
     await pool.start()
     try:
@@ -165,8 +206,9 @@ async def bench_pool(
             *(
                 run_path(
                     pool,
-                    {"start": list(s), "goal": list(t), "world": world, "timeout_ms": 60_000},
+                    {"start": list(s), "goal": list(t), **extra, "timeout_ms": 60_000},
                     None,
+                    model,
                 )
                 for s, t in pairs[:workers]
             )
@@ -187,8 +229,9 @@ async def bench_pool(
             *(
                 run_path(
                     pool,
-                    {"start": list(s), "goal": list(t), "world": world, "timeout_ms": 60_000},
+                    {"start": list(s), "goal": list(t), **extra, "timeout_ms": 60_000},
                     "bench",
+                    model,
                 )
                 for s, t in pairs
             )
@@ -225,12 +268,22 @@ def main() -> None:
     bench_core(grid, stands, pairs)
     world = {"origin": [0, 0, 0], "size": [SX, SY, SZ], "solid": bitset(solid)}
     print(f"world on the wire: {len(world['solid']) / 1024:.0f} KiB base64 per request")
+    model = load_model(solid)
+    print(
+        f"bytes to a worker per request: {request_bytes(world, None, pairs[0]):,} with the world,"
+        f" {request_bytes(None, model, pairs[0]):,} by reference"
+    )
     for n in sorted({1, args.workers}):
-        per_s, p99, worst = asyncio.run(bench_pool(n, world, pairs))
-        print(
-            f"pool, {n} worker(s), run_path end to end {per_s:8.1f} paths/s;"
-            f" loop lag p99 {p99:.2f} ms (max {worst:.2f} ms)"
-        )
+        for label, w, m in (
+            ("world per request", world, None),
+            ("world by reference", None, model),
+        ):
+            per_s, p99, worst = asyncio.run(bench_pool(n, w, pairs, m))
+            print(
+                f"pool, {n} worker(s), {label:18}, end to end {per_s:8.1f} paths/s;"
+                f" loop lag p99 {p99:.2f} ms (max {worst:.2f} ms)"
+            )
+    model.close()
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
