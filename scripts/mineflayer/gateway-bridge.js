@@ -18,6 +18,13 @@
  * - commands: goto {x,y,z[,range][,planner:"gateway"]}, stop, say {text}, look {yaw,pitch}
  *   (degrees, contract convention). Every command is acked at once, and runs once per id
  *   (a command queued for an offline bot may be delivered again after a reconnect).
+ * - the shared world model (contract §6.6): the 16x16x16 sections of the chunks the bot loads,
+ *   within `streamRadius` chunks (4) and 32 blocks up or down of the bot, go out as `chunk`
+ *   messages, nearest first, at most `streamRate` a second (20: with positions at 20 Hz that
+ *   stays under the gateway's 50 messages/s), each only when its bits changed since it was last
+ *   sent; blocks that change solidity in sections already sent go out as `blocks`, batched every
+ *   250 ms. `planner: "gateway"` then asks for paths without a world: the gateway searches what
+ *   every bot reported. `streamWorld: false` turns this off (paths then carry the bot's blocks).
  * - the gateway link reconnects by itself with jittered exponential backoff; the bot keeps
  *   playing meanwhile (tasks continue, events are queued, state is re-sent on reconnect). It
  *   gives up only on 403 (wrong role), 401 with a fixed token string, 4404 (NPC deleted) and
@@ -46,6 +53,13 @@ const MAX_BITSET_CELLS = 260000 // ~32 KiB of bits, ~44 KiB base64: under the 64
 const REFRESH_AT = 0.2 // refresh when this fraction of a token's remaining lifetime is left
 const REFRESH_RETRY_MS = 5000 // at most this long between attempts after a refresh failed
 const AUTH_REF = 'auth'
+const SECTION_CELLS = 4096
+const STREAM_RADIUS = 4 // chunks around the bot whose sections are reported
+const STREAM_RATE = 20 // sections a second at most
+const STREAM_DY = 32 // blocks above and below the bot
+const BLOCKS_FLUSH_MS = 250 // single-cell changes are batched this long
+const MAX_CHANGES = 4096 // per `blocks` message (the gateway's limit)
+const PATH_SECTIONS_NOW = 64 // sections sent at once (past the rate) before a path request
 
 /** A JWT's `exp` (epoch seconds), read without verifying it (the gateway verifies), or null. */
 function tokenExp (token) {
@@ -156,6 +170,27 @@ function encodeWorld (bot, start, goal, margin = 8, below = 4, above = 4) {
   return { origin: [x0, y0, z0], size: [sx, sy, sz], solid: bits.toString('base64') }
 }
 
+/** One section's 512-byte solid bitset (contract bit order, sx = sy = sz = 16), or null when
+ * the bot has not loaded its chunk. */
+function encodeSection (bot, isSolid, cx, cy, cz) {
+  const bits = Buffer.alloc(SECTION_CELLS >> 3)
+  const p = new Vec3(0, 0, 0)
+  let i = 0
+  for (let y = 0; y < 16; y++) {
+    p.y = cy * 16 + y
+    for (let z = 0; z < 16; z++) {
+      p.z = cz * 16 + z
+      for (let x = 0; x < 16; x++, i++) {
+        p.x = cx * 16 + x
+        const state = bot.world.getBlockStateId(p)
+        if (state === undefined || state === null) return null
+        if (isSolid(state)) bits[i >> 3] |= 1 << (i & 7)
+      }
+    }
+  }
+  return bits
+}
+
 /** The cell the bot stands in: its feet cell, or the one above when the feet are in a slab. */
 function standingCell (bot) {
   const pos = bot.entity.position
@@ -183,6 +218,16 @@ class GatewayLink extends EventEmitter {
     this.backoffMaxMs = opts.backoffMaxMs ?? 5000
     this.defaultPlanner = opts.planner || 'mineflayer'
     this.allowDig = opts.allowDig ?? false
+    this.streamWorld = opts.streamWorld ?? true
+    this.streamRadius = opts.streamRadius ?? STREAM_RADIUS
+    this.streamRate = opts.streamRate ?? STREAM_RATE
+    this.pending = new Map() // "cx,cy,cz" -> [cx,cy,cz]: sections to (re)send
+    this.sentSections = new Map() // "cx,cy,cz" -> base64 last sent
+    this.changes = new Map() // "x,y,z" -> [x,y,z,solid]: cell changes to send
+    this.streamTimer = null
+    this.blocksTimer = null
+    this.scannedAt = null // the section the bot was in when loaded columns were last queued
+    this._isSolid = null
 
     this.ws = null
     this.connected = false // welcome received on the current socket
@@ -232,6 +277,8 @@ class GatewayLink extends EventEmitter {
     clearTimeout(this.posTimer)
     clearInterval(this.heartbeat)
     clearTimeout(this.refreshTimer)
+    clearInterval(this.streamTimer)
+    clearTimeout(this.blocksTimer)
     for (const [event, fn] of this._listeners) this.bot.removeListener(event, fn)
     this._listeners = []
     if (this.task) this.task.cancel('closed')
@@ -331,6 +378,11 @@ class GatewayLink extends EventEmitter {
     clearTimeout(this.refreshTimer)
     this.refreshTimer = null
     this.nextToken = null
+    // The next gateway may be another process that lacks what was sent: report it all again.
+    clearInterval(this.streamTimer)
+    this.streamTimer = null
+    this.sentSections.clear()
+    this.scannedAt = null
     const wasConnected = this.connected
     this.connected = false
     for (const [ref, w] of this.pathWaiters) {
@@ -377,6 +429,7 @@ class GatewayLink extends EventEmitter {
     const queued = this.queue
     this.queue = []
     for (const msg of queued) this.send(msg)
+    this._startStreaming()
     this._emitReport({ kind: 'link', state: 'connected', npc: msg.npc, replica: msg.replica })
     this.emit('connected', msg)
   }
@@ -500,6 +553,10 @@ class GatewayLink extends EventEmitter {
       this._metric('food', bot.food)
       this._updateStatus()
     })
+    if (this.streamWorld) {
+      this._on('chunkColumnLoad', (corner) => this._columnLoaded(corner))
+      this._on('blockUpdate', (oldBlock, newBlock) => this._blockChanged(oldBlock, newBlock))
+    }
     this._on('chat', (username, message) => {
       this._event('chat', { username: String(username), message: String(message) })
     })
@@ -511,6 +568,123 @@ class GatewayLink extends EventEmitter {
         return attack(...args)
       }
       bot.attack.__gatewayWrapped = true
+    }
+  }
+
+  // -- the shared world model (§6.6) -------------------------------------------------------------
+
+  _solid () {
+    if (!this._isSolid) this._isSolid = solidTable(this.bot)
+    return this._isSolid
+  }
+
+  /** The sections of a loaded column near the bot, queued (sent by the pump, nearest first). */
+  _columnLoaded (corner) {
+    const cx = Math.floor(corner.x / 16)
+    const cz = Math.floor(corner.z / 16)
+    const pos = this.bot.entity && this.bot.entity.position
+    if (!pos) return
+    if (Math.abs(cx - Math.floor(pos.x / 16)) > this.streamRadius) return
+    if (Math.abs(cz - Math.floor(pos.z / 16)) > this.streamRadius) return
+    this._queueColumn(cx, cz, pos.y)
+  }
+
+  _queueColumn (cx, cz, y) {
+    const lo = Math.floor((y - STREAM_DY) / 16)
+    const hi = Math.floor((y + STREAM_DY) / 16)
+    for (let cy = lo; cy <= hi; cy++) this.pending.set(`${cx},${cy},${cz}`, [cx, cy, cz])
+  }
+
+  _blockChanged (oldBlock, newBlock) {
+    if (!newBlock || !newBlock.position) return
+    const isSolid = this._solid()
+    const was = Boolean(oldBlock && isSolid(oldBlock.stateId))
+    const now = isSolid(newBlock.stateId)
+    if (was === now) return
+    const { x, y, z } = newBlock.position
+    const key = `${Math.floor(x / 16)},${Math.floor(y / 16)},${Math.floor(z / 16)}`
+    if (!this.sentSections.has(key)) return // the section goes out whole when its turn comes
+    this.changes.set(`${x},${y},${z}`, [x, y, z, now ? 1 : 0])
+    if (!this.blocksTimer) this.blocksTimer = setTimeout(() => this._flushBlocks(), BLOCKS_FLUSH_MS)
+  }
+
+  _flushBlocks () {
+    this.blocksTimer = null
+    if (!this.connected || this.changes.size === 0) return
+    const all = [...this.changes.values()]
+    this.changes.clear()
+    for (let i = 0; i < all.length; i += MAX_CHANGES) {
+      this.send({ type: 'blocks', dim: dimensionOf(this.bot), changes: all.slice(i, i + MAX_CHANGES) })
+    }
+    // The model now has these cells: what was sent of their sections is no longer what it is.
+    for (const [x, y, z] of all) this.sentSections.set(`${Math.floor(x / 16)},${Math.floor(y / 16)},${Math.floor(z / 16)}`, null)
+  }
+
+  _startStreaming () {
+    if (!this.streamWorld || this.streamTimer) return
+    this.streamTimer = setInterval(() => this._pump(1), 1000 / this.streamRate)
+  }
+
+  /** Queue the loaded columns near the bot (on start, and whenever it enters another section). */
+  _rescan () {
+    const bot = this.bot
+    if (!bot.world || typeof bot.world.getColumns !== 'function') return
+    for (const { chunkX, chunkZ } of bot.world.getColumns()) {
+      this._columnLoaded({ x: Number(chunkX) * 16, z: Number(chunkZ) * 16 })
+    }
+  }
+
+  /** Send up to `n` queued sections, nearest to the bot first; only those whose bits changed. */
+  _pump (n) {
+    if (!this.connected) return 0
+    const pos = this.bot.entity && this.bot.entity.position
+    if (!pos) return 0
+    const here = `${Math.floor(pos.x / 16)},${Math.floor(pos.y / 16)},${Math.floor(pos.z / 16)}`
+    if (here !== this.scannedAt) {
+      this.scannedAt = here
+      this._rescan()
+    }
+    let sent = 0
+    while (sent < n && this.pending.size > 0) {
+      let best = null
+      let bestD = Infinity
+      for (const [key, [cx, cy, cz]] of this.pending) {
+        const d = Math.abs(cx * 16 + 8 - pos.x) + Math.abs(cy * 16 + 8 - pos.y) + Math.abs(cz * 16 + 8 - pos.z)
+        if (d < bestD) { bestD = d; best = key }
+      }
+      const [cx, cy, cz] = this.pending.get(best)
+      this.pending.delete(best)
+      if (this._sendSection(cx, cy, cz)) sent++
+    }
+    return sent
+  }
+
+  _sendSection (cx, cy, cz) {
+    const bits = encodeSection(this.bot, this._solid(), cx, cy, cz)
+    if (!bits) return false // not loaded (any more)
+    const b64 = bits.toString('base64')
+    const key = `${cx},${cy},${cz}`
+    if (this.sentSections.get(key) === b64) return false // nothing changed
+    if (!this.send({ type: 'chunk', dim: dimensionOf(this.bot), origin: [cx * 16, cy * 16, cz * 16], solid: b64 })) return false
+    this.sentSections.set(key, b64)
+    return true
+  }
+
+  /** Before a path request: the sections between start and goal this bot has, sent now. */
+  _reportSpan (start, goal) {
+    this._flushBlocks()
+    const lo = [0, 1, 2].map((i) => Math.floor((Math.min(start[i], goal[i]) - (i === 1 ? 8 : 16)) / 16))
+    const hi = [0, 1, 2].map((i) => Math.floor((Math.max(start[i], goal[i]) + (i === 1 ? 8 : 16)) / 16))
+    let budget = PATH_SECTIONS_NOW
+    for (let cx = lo[0]; cx <= hi[0] && budget > 0; cx++) {
+      for (let cz = lo[2]; cz <= hi[2] && budget > 0; cz++) {
+        for (let cy = lo[1]; cy <= hi[1] && budget > 0; cy++) {
+          const key = `${cx},${cy},${cz}`
+          if (this.sentSections.get(key)) continue
+          this.pending.delete(key)
+          if (this._sendSection(cx, cy, cz)) budget--
+        }
+      }
     }
   }
 
@@ -744,11 +918,16 @@ class GatewayLink extends EventEmitter {
       throw err
     }
     const start = standingCell(bot)
-    const world = encodeWorld(bot, start, goal)
-    if (!world) {
-      const err = new Error('goal too far for one path request')
-      err.reason = 'too_far'
-      throw err
+    let world = null
+    if (this.streamWorld) {
+      this._reportSpan(start, goal) // the model has what this bot sees; others add theirs
+    } else {
+      world = encodeWorld(bot, start, goal)
+      if (!world) {
+        const err = new Error('goal too far for one path request')
+        err.reason = 'too_far'
+        throw err
+      }
     }
     const ref = `path-${++this.pathSeq}`
     const reply = await new Promise((resolve, reject) => {
@@ -758,7 +937,8 @@ class GatewayLink extends EventEmitter {
         reject(Object.assign(new Error('no path_result in time'), { reason: 'timeout' }))
       }, PATH_REPLY_MS)
       this.pathWaiters.set(ref, { resolve, reject: (e) => reject(Object.assign(e, { reason: e.reason || e.message })), timer })
-      this.send({ type: 'path', ref, start, goal, world })
+      const dim = dimensionOf(bot)
+      this.send(world ? { type: 'path', ref, start, goal, world } : { type: 'path', ref, start, goal, dim })
     })
     if (task.aborted) throw Object.assign(new Error('cancelled'), { reason: 'cancelled' })
     if (!reply.ok) throw Object.assign(new Error(reply.error || 'no_path'), { reason: reply.error || 'no_path' })
@@ -841,6 +1021,7 @@ module.exports = {
   tokenExp,
   GatewayLink,
   encodeWorld,
+  encodeSection,
   standingCell,
   toContractYaw,
   toContractPitch,

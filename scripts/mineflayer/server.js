@@ -160,6 +160,15 @@ function main () {
         const deg = (b) => (b * 360) / 256
         return reply(200, { x, y, z, yaw: deg(player.yaw || 0), pitch: deg(player.pitch || 0) })
       }
+      if (req.method === 'POST' && url.pathname === '/tp') {
+        // {name, x, y, z}: move a player (tests put bots far apart without walking there)
+        const b = await readBody(req)
+        const player = serv.players.find(p => p.username === b.name)
+        if (!player) return reply(404, { error: 'no such player' })
+        await player.teleport(new Vec3(Number(b.x), Number(b.y), Number(b.z)))
+        await player.worldSendRestOfChunks() // flying-squid sends chunks on walking, not on a teleport
+        return reply(200, { ok: true })
+      }
       if (req.method === 'POST' && url.pathname === '/setblock') {
         const b = await readBody(req)
         await setBlock(b.x, b.y, b.z, b.block || 'stone')

@@ -161,6 +161,9 @@ class World:
             self._call, "POST", "/fill", {"from": start, "to": end, "block": block}
         )
 
+    async def teleport(self, name: str, x: float, y: float, z: float) -> None:
+        await asyncio.to_thread(self._call, "POST", "/tp", {"name": name, "x": x, "y": y, "z": z})
+
     async def player(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = await asyncio.to_thread(self._call, "GET", f"/player?name={name}")
         return result
@@ -549,6 +552,41 @@ async def test_gateway_planner_goto_over_a_step_and_a_drop(
             for e in viewer.events
         ),
     )
+
+
+async def test_two_bots_map_the_way_for_a_path_without_a_world(
+    world: World, fleet: Fleet, admin: Rest
+) -> None:
+    """§6.6, done when: two bots in different places stream the sections around them; a path
+    from one's area to the other's, through both, is found on the gateway with no world in the
+    request. The server loads a bot the chunks from 4 behind to 3 ahead of its own: at z = 200
+    (far from where the others spawn) bot A at x = -150 sees x -224..-97, bot B at x = -50 sees
+    -128..-1, so x = -200 only A can have reported and x = -20 only B."""
+    a, b = NAMES[3], NAMES[4]
+    ground = cell(fleet.pos[a])[1]
+    await world.teleport(a, -150.5, ground, 200.5)
+    await world.teleport(b, -50.5, ground, 200.5)
+    request = {"start": [-200, ground, 200], "goal": [-20, ground, 200], "dim": "overworld"}
+
+    async def found() -> Any:
+        # While the bridges are still streaming, the way may be unknown or only a detour.
+        status, body = await admin.call("POST", "/api/pathfind", request)
+        assert status == 200, body
+        return body if body["ok"] and body["cost"] == 180 else None  # flat: a straight walk
+
+    try:
+        result = await until("the model to hold the way from one area to the other", found, 120)
+    except AssertionError:
+        _, last = await admin.call("POST", "/api/pathfind", request)
+        _, summary = await admin.call("GET", "/api/world/overworld")
+        _, row = await admin.call("GET", "/api/world/overworld/heightmap?area=-230,200,10,200")
+        known = "".join("." if h is None else "#" for h in row["heights"])
+        raise AssertionError(f"last {last}\nmodel {summary}\nz=200 from x=-230: {known}") from None
+    assert result["path"][0] == request["start"] and result["path"][-1] == request["goal"]
+    status, heights = await admin.call(
+        "GET", "/api/world/overworld/heightmap?area=-200,200,-20,200"
+    )
+    assert status == 200 and set(heights["heights"]) == {ground - 1}  # the flat ground's top
 
 
 async def test_bots_reconnect_after_the_gateway_restarts(
