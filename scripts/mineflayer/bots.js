@@ -5,7 +5,7 @@
  *
  *   node scripts/mineflayer/bots.js --server 127.0.0.1:25565 --gateway ws://127.0.0.1:8080 \
  *        --npcs 5 --prefix miner_ (--secret S | --token-cmd "python -m gateway token --role npc --sub {npc}") \
- *        [--wander] [--wander-radius 12] [--planner mineflayer|gateway] [--json] [--first 1]
+ *        [--wander] [--wander-radius 12] [--planner mineflayer|gateway] [--stream-world] [--json] [--first 1]
  *        [--roles miner,builder,guard [--admin-token T]]
  *
  * --wander: each bot walks to a random spot near its spawn, pauses, and walks again. Commands
@@ -63,6 +63,7 @@ function parseArgs (argv) {
     wander: false,
     wanderRadius: 12,
     planner: 'mineflayer',
+    streamWorld: false,
     version: '1.16.5',
     json: false,
     verbose: false,
@@ -88,6 +89,7 @@ function parseArgs (argv) {
       case '--wander': out.wander = true; break
       case '--wander-radius': out.wanderRadius = Number(next()); break
       case '--planner': out.planner = next(); break
+      case '--stream-world': out.streamWorld = true; break
       case '--version': out.version = next(); break
       case '--join-spacing-ms': out.joinSpacingMs = Number(next()); break
       case '--join-timeout-s': out.joinTimeoutS = Number(next()); break
@@ -218,6 +220,7 @@ function main () {
         url: opts.gateway,
         token: tokenSource(opts, name),
         planner: opts.planner,
+        streamWorld: opts.streamWorld,
         onReport: (record) => {
           out({ bot: name, ...record })
           if (opts.wander) wanderAfter(entry, record)

@@ -20,11 +20,12 @@
  *   (a command queued for an offline bot may be delivered again after a reconnect).
  * - the shared world model (contract §6.6): the 16x16x16 sections of the chunks the bot loads,
  *   within `streamRadius` chunks (4) and 32 blocks up or down of the bot, go out as `chunk`
- *   messages, nearest first, at most `streamRate` a second (20: with positions at 20 Hz that
- *   stays under the gateway's 50 messages/s), each only when its bits changed since it was last
+ *   messages, nearest first, at most `streamRate` a second (10: positions at 20 Hz keep
+ *   most of the gateway's 50 messages/s; a rate_limited answer pauses sections 2 s), each only when its bits changed since it was last
  *   sent; blocks that change solidity in sections already sent go out as `blocks`, batched every
  *   250 ms. `planner: "gateway"` then asks for paths without a world: the gateway searches what
- *   every bot reported. `streamWorld: false` turns this off (paths then carry the bot's blocks).
+ *   every bot reported. Opt-in (`streamWorld: true`; bots.js --stream-world): without it, paths
+ *   carry the bot's own blocks as before.
  * - the gateway link reconnects by itself with jittered exponential backoff; the bot keeps
  *   playing meanwhile (tasks continue, events are queued, state is re-sent on reconnect). It
  *   gives up only on 403 (wrong role), 401 with a fixed token string, 4404 (NPC deleted) and
@@ -55,7 +56,8 @@ const REFRESH_RETRY_MS = 5000 // at most this long between attempts after a refr
 const AUTH_REF = 'auth'
 const SECTION_CELLS = 4096
 const STREAM_RADIUS = 4 // chunks around the bot whose sections are reported
-const STREAM_RATE = 20 // sections a second at most
+const STREAM_RATE = 10 // sections a second at most: positions (20 Hz) keep most of the 50/s
+const STREAM_PAUSE_MS = 2000 // after a rate_limited answer, sections wait this long
 const STREAM_DY = 32 // blocks above and below the bot
 const BLOCKS_FLUSH_MS = 250 // single-cell changes are batched this long
 const MAX_CHANGES = 4096 // per `blocks` message (the gateway's limit)
@@ -218,7 +220,7 @@ class GatewayLink extends EventEmitter {
     this.backoffMaxMs = opts.backoffMaxMs ?? 5000
     this.defaultPlanner = opts.planner || 'mineflayer'
     this.allowDig = opts.allowDig ?? false
-    this.streamWorld = opts.streamWorld ?? true
+    this.streamWorld = opts.streamWorld ?? false
     this.streamRadius = opts.streamRadius ?? STREAM_RADIUS
     this.streamRate = opts.streamRate ?? STREAM_RATE
     this.pending = new Map() // "cx,cy,cz" -> [cx,cy,cz]: sections to (re)send
@@ -227,6 +229,7 @@ class GatewayLink extends EventEmitter {
     this.streamTimer = null
     this.blocksTimer = null
     this.scannedAt = null // the section the bot was in when loaded columns were last queued
+    this.streamPausedUntil = 0
     this._isSolid = null
 
     this.ws = null
@@ -501,6 +504,8 @@ class GatewayLink extends EventEmitter {
       }
       case 'error': {
         this.log(`gateway error ${msg.code}: ${msg.message}`)
+        // Sections can wait; positions cannot: back off streaming when the gateway says so.
+        if (msg.code === 'rate_limited') this.streamPausedUntil = Date.now() + STREAM_PAUSE_MS
         if (msg.ref === AUTH_REF) {
           this.nextToken = null
           return this._scheduleRefresh(true)
@@ -636,7 +641,7 @@ class GatewayLink extends EventEmitter {
 
   /** Send up to `n` queued sections, nearest to the bot first; only those whose bits changed. */
   _pump (n) {
-    if (!this.connected) return 0
+    if (!this.connected || Date.now() < this.streamPausedUntil) return 0
     const pos = this.bot.entity && this.bot.entity.position
     if (!pos) return 0
     const here = `${Math.floor(pos.x / 16)},${Math.floor(pos.y / 16)},${Math.floor(pos.z / 16)}`

@@ -176,7 +176,15 @@ class World:
 class Fleet:
     """bots.js: every record it prints, the latest position per bot, and stdin commands."""
 
-    def __init__(self, world: World, gateway_ws: str, tmp: Path) -> None:
+    def __init__(
+        self,
+        world: World,
+        gateway_ws: str,
+        tmp: Path,
+        npcs: int = BOTS,
+        prefix: str = PREFIX,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.lock = threading.Lock()
         self.records: list[dict[str, Any]] = []
         self.pos: dict[str, dict[str, Any]] = {}
@@ -190,9 +198,10 @@ class Fleet:
                 "--gateway",
                 gateway_ws,
                 "--npcs",
-                str(BOTS),
+                str(npcs),
                 "--prefix",
-                PREFIX,
+                prefix,
+                *extra,
                 "--secret",
                 SECRET,
                 "--json",
@@ -554,16 +563,35 @@ async def test_gateway_planner_goto_over_a_step_and_a_drop(
     )
 
 
+@pytest.fixture(scope="module")
+def mappers(
+    world: World, gateway: Gateway, fleet: Fleet, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    """Two more bots whose bridges stream the world (--stream-world)."""
+    f = Fleet(world, gateway.ws, tmp_path_factory.mktemp("mappers"), 2, "map_", ("--stream-world",))
+    try:
+        end = time.monotonic() + 90
+        names = ["map_1", "map_2"]
+        while time.monotonic() < end:
+            with f.lock:
+                if all(f.link.get(n) == "connected" and n in f.pos for n in names):
+                    break
+            time.sleep(0.05)
+        yield f
+    finally:
+        f.node.stop()
+
+
 async def test_two_bots_map_the_way_for_a_path_without_a_world(
-    world: World, fleet: Fleet, admin: Rest
+    world: World, mappers: Fleet, admin: Rest
 ) -> None:
     """§6.6, done when: two bots in different places stream the sections around them; a path
     from one's area to the other's, through both, is found on the gateway with no world in the
     request. The server loads a bot the chunks from 4 behind to 3 ahead of its own: at z = 200
     (far from where the others spawn) bot A at x = -150 sees x -224..-97, bot B at x = -50 sees
     -128..-1, so x = -200 only A can have reported and x = -20 only B."""
-    a, b = NAMES[3], NAMES[4]
-    ground = cell(fleet.pos[a])[1]
+    a, b = "map_1", "map_2"
+    ground = cell(mappers.pos[a])[1]
     await world.teleport(a, -150.5, ground, 200.5)
     await world.teleport(b, -50.5, ground, 200.5)
     request = {"start": [-200, ground, 200], "goal": [-20, ground, 200], "dim": "overworld"}
