@@ -282,12 +282,13 @@ class PassthroughPositionWriter(_Retrying):
     Kept only so the benchmark can show what coalescing saves; the backlog is counted.
     """
 
-    def __init__(self, write: Callable[[list[PositionUpdate]], Awaitable[None]]) -> None:
+    def __init__(self, write: Callable[[list[PositionUpdate]], Awaitable[int | None]]) -> None:
         super().__init__("position-writer-passthrough")
         self._write = write
         self._queue: deque[PositionUpdate] = deque()
         self.batches_written = 0
         self.items_written = 0
+        self.dropped = 0  # positions of NPCs the database does not know (deleted)
 
     def submit(self, window: dict[str, PositionUpdate]) -> None:
         self._queue.extend(window.values())
@@ -305,10 +306,12 @@ class PassthroughPositionWriter(_Retrying):
 
     async def _flush(self) -> None:
         while self._queue:
-            await self._write([self._queue[0]])
+            written = await self._write([self._queue[0]])
             self._queue.popleft()
             self.batches_written += 1
-            self.items_written += 1
+            written = 1 if written is None else written
+            self.items_written += written
+            self.dropped += 1 - written
 
     @property
     def pending(self) -> int:

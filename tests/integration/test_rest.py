@@ -290,3 +290,16 @@ async def test_huge_numbers_in_a_profile_read_back(admin: Rest) -> None:
     assert (await admin.call("PUT", "/api/npcs/big/profile", {"a": 1e308, "b": 1e20}))[0] == 200
     status, profile = await admin.call("GET", "/api/npcs/big/profile")
     assert status == 200 and profile == {"a": 1e308, "b": 1e20}
+
+
+async def test_performance_answers_without_coalescing(tmp_path: Path) -> None:
+    # GATEWAY_TICK_MS=0 (one write per update, the benchmark's "before") has its own writer:
+    # /api/performance must report it like the coalescing one, dropped counter included.
+    async with running_gateway(gateway_settings(tmp_path, tick_ms=0)) as gw:
+        rest = Rest(gw.http, token("admin", "ops"))
+        try:
+            status, perf = await rest.call("GET", "/api/performance")
+            assert status == 200
+            assert perf["batchProcessor"]["positions"]["dropped"] == 0
+        finally:
+            await rest.close()
