@@ -450,23 +450,40 @@ async def test_resting_positions_match_everywhere(
 ) -> None:
     """Each bot turns to its own yaw/pitch and rests: mineflayer, the Minecraft server, REST and a
     viewer all agree on where it is and where it looks, in the contract's units."""
+    looks: dict[str, tuple[int, str]] = {}  # bot -> (record mark, command id) of its last look
+
+    def look(name: str, yaw: float, pitch: float) -> None:
+        mark = fleet.mark()
+        looks[name] = (mark, fleet.command(name, "look", {"yaw": yaw, "pitch": pitch}))
+
     for name, (yaw, pitch) in zip(NAMES, LOOKS, strict=True):
-        await fleet.run(name, "look", {"yaw": yaw, "pitch": pitch})
+        look(name, yaw, pitch)
 
     async def everyone_agrees() -> bool:
         for name, (yaw, pitch) in zip(NAMES, LOOKS, strict=True):
             mine = fleet.pos[name]
-            # the look has been applied (under load the command can land after a position)
             if abs(wrap(mine["yaw"] - yaw)) > 0.151 or abs(mine["pitch"] - pitch) > 0.151:
+                # Not applied yet, or applied and then undone: flying-squid sends one more
+                # position packet (with the spawn look) a moment after spawn, and mineflayer
+                # takes the server's word. Once the look's task has ended, ask again.
+                done = fleet.task_event(looks[name][1], looks[name][0])
+                if done is not None:
+                    assert done["name"] == "task:completed", done
+                    look(name, yaw, pitch)
                 return False
             status, rest = await admin.call("GET", f"/api/npcs/{name}")
             assert status == 200, rest
             seen = viewer.npcs.get(name, {})
             if not (same_position(mine, rest) and same_position(mine, seen)):
                 return False
+            # the bridge says "idle" only 400 ms after the last movement (no flicker)
+            if seen.get("status") != "idle":
+                return False
         return True
 
-    await until("REST and the viewer to show every bot where mineflayer has it", everyone_agrees)
+    await until(
+        "REST and the viewer to show every bot at rest where mineflayer has it", everyone_agrees
+    )
 
     for name, (yaw, pitch) in zip(NAMES, LOOKS, strict=True):
         mine = fleet.pos[name]
