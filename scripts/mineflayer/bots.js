@@ -205,6 +205,9 @@ function main () {
     })
     entry.bot = bot
     bot.loadPlugin(pathfinder)
+    // Every position the server imposes (login, the re-send after login, teleports): the tests
+    // wait for flying-squid's second one, which resets the look, before they turn a bot.
+    bot.on('forcedMove', () => out({ bot: name, kind: 'forced' }))
     const joinTimer = setTimeout(() => {
       say(`${name} did not spawn within ${opts.joinTimeoutS} s: joining again`)
       bot.end('join timeout')
