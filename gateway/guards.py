@@ -66,7 +66,14 @@ class GuardedStore:
 
 
 class GuardedPresence:
-    """Presence through the `redis` breaker, degrading to local knowledge when it is down."""
+    """Presence through the `redis` breaker, degrading to local knowledge when it is down.
+
+    `online` adds what this replica knows itself (`known_online`: its own bots and those the
+    others announced) to what Redis says. Claims vanish from a Redis that restarted empty
+    until their holders' next heartbeat; a snapshot built meanwhile would show those bots
+    offline, and no `joined` would ever correct it, because `joined` / `left` are computed
+    from this same local knowledge, which did not change (§6.4).
+    """
 
     def __init__(
         self,
@@ -74,11 +81,13 @@ class GuardedPresence:
         breaker: CircuitBreaker,
         replica: str,
         local_bots: Callable[[], Collection[str]],
+        known_online: Callable[[], Collection[str]] | None = None,
     ) -> None:
         self._presence = presence
         self._breaker = breaker
         self._replica = replica
         self._local = local_bots
+        self._known = known_online or local_bots
 
     async def _call(self, method: str, *args: Any, probe: bool = False) -> tuple[bool, Any]:
         """(ok, result). A `probe` goes through even while the breaker is open: the heartbeat
@@ -114,10 +123,10 @@ class GuardedPresence:
 
     async def online(self, npc_ids: Collection[str] | None = None) -> set[str]:
         ok, found = await self._call("online", npc_ids)
-        if ok:
-            return found
-        local = set(self._local())
-        return local if npc_ids is None else local.intersection(npc_ids)
+        known = set(self._known())
+        if npc_ids is not None:
+            known.intersection_update(npc_ids)
+        return known | found if ok else known
 
     async def refresh(self, replica: str, npc_ids: Collection[str]) -> set[str]:
         """Heartbeat; returns the ids another replica has taken over (when the backend knows)."""

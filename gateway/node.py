@@ -32,6 +32,7 @@ from gateway.guards import GuardedPresence, GuardedStore
 from gateway.history import Entry, History, HistoryRing
 from gateway.hub import Hub
 from gateway.learning import TASK_EVENTS, apply_task, parse_task
+from gateway.leaves import LeaveLog
 from gateway.peers import PeerWatch
 from gateway.pending import PendingCommands
 from gateway.presence import Presence
@@ -108,7 +109,11 @@ class Node:
         self.store = GuardedStore(store, self.breakers[DATABASE_BREAKER])
         self.bus = bus
         self.presence = GuardedPresence(
-            presence, self.breakers[REDIS_BREAKER], self.replica, lambda: self.hub.bots.keys()
+            presence,
+            self.breakers[REDIS_BREAKER],
+            self.replica,
+            local_bots=lambda: self.hub.bots.keys(),
+            known_online=self.known_online,
         )
         self.cache = cache
         # Every event, numbered once for the cluster; the ring is this replica's window of it.
@@ -134,6 +139,7 @@ class Node:
         self._live_ts: dict[str, int] = {}  # ms of the frame that set `live[npc]`: order guard
         self.recent_status: dict[str, str] = {}  # statuses seen on any replica since start
         self.peers = PeerWatch(silence_s=PEER_SILENCE_S)
+        self.leaves = LeaveLog()  # every `left` viewers were told, for snapshots read meanwhile
         self.registry = Registry(self.store, cache, self.presence, self.live, self.recent_status)
         # NPCs dropped from `live` while not heard: stale until they move again in hearing.
         self._forgotten: set[str] = set()
@@ -201,7 +207,7 @@ class Node:
                 self._announce_held()
             for npc in self.peers.expire(time.monotonic()):
                 if npc not in self.hub.bots:
-                    self.hub.broadcast_message({"type": "left", "id": npc}, self.live.get(npc))
+                    self.tell_viewers("left", npc, self.live.get(npc))
             lost = await self.presence.refresh(self.replica, list(self.hub.bots))
             for npc in lost:  # another replica took the bot over and we missed the kick
                 bot = self.hub.bots.get(npc)
@@ -268,15 +274,25 @@ class Node:
             EVENTS, _pack({"r": self.replica, "k": "online", "ids": list(self.hub.bots)})
         )
 
+    def tell_viewers(self, kind: str, npc: str, about: PositionUpdate | None) -> None:
+        """`joined` / `left` to this replica's viewers: a change of its view of who is online."""
+        if kind == "left":
+            self.leaves.left(npc)
+        self.hub.broadcast_message({"type": kind, "id": npc}, about)
+
+    def known_online(self) -> set[str]:
+        """This replica's view of who is online: its bots and those the others announced."""
+        return self.hub.bots.keys() | self.peers.announced()
+
     def _apply_held(self, sender: str, ids: list[str]) -> None:
         """Another replica's full list of bots: the `joined`/`left` our viewers missed."""
         joined, gone = self.peers.replace(sender, ids)
         for npc in joined:
             if npc not in self.hub.bots:
-                self.hub.broadcast_message({"type": "joined", "id": npc}, self.live.get(npc))
+                self.tell_viewers("joined", npc, self.live.get(npc))
         for npc in gone:
             if npc not in self.hub.bots:
-                self.hub.broadcast_message({"type": "left", "id": npc}, self.live.get(npc))
+                self.tell_viewers("left", npc, self.live.get(npc))
 
     async def drain(self, deadline_s: float = 10.0) -> None:
         """Shutdown: stop ticking, deliver and write the current window, close every socket."""
@@ -504,7 +520,7 @@ class Node:
                 )
                 if not changed:
                     return  # a full list (`online`) or the silence rule told viewers already
-            self.hub.broadcast_message({"type": kind, "id": npc}, self.live.get(npc))
+            self.tell_viewers(kind, npc, self.live.get(npc))
         elif kind == "deleted":
             npc = event["id"]
             about = self.live.pop(npc, None)
@@ -518,7 +534,7 @@ class Node:
             if bot is not None:
                 bot.announce_left = False  # the `left` below is the only one
                 self._spawn_close(bot, CloseCode.DELETED, "npc deleted")
-            self.hub.broadcast_message({"type": "left", "id": npc}, about)
+            self.tell_viewers("left", npc, about)
 
     def _on_history_entry(self, entry: Entry) -> None:
         """A numbered event (from this replica or another): keep it, show it."""

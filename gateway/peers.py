@@ -42,6 +42,10 @@ class PeerWatch:
             self._bots[npc] = replica
         return joined, gone
 
+    def announced(self) -> set[str]:
+        """The NPCs other replicas hold, as far as their `joined` / `left` have told us."""
+        return set(self._bots)
+
     def last_heard_any(self) -> float:
         """When any other replica was last heard (0 if none ever was)."""
         return max(self._last_heard.values(), default=0.0)

@@ -56,6 +56,7 @@ async def viewer_endpoint(request: web.Request) -> web.StreamResponse:
         ),
     )
     deadline.arm()
+    mark = node.leaves.serial
     npcs = await _load_npcs(node)
     # From here to start() nothing awaits: the snapshot is exactly the state before the first
     # frame the viewer is offered, and welcome and snapshot are its first two messages.
@@ -70,7 +71,7 @@ async def viewer_endpoint(request: web.Request) -> web.StreamResponse:
         "protocol": PROTOCOL_VERSION,
     }
     viewer.offer_message(encode(welcome, encoding))
-    snapshot = _snapshot(node, npcs, viewer)
+    snapshot = _snapshot(node, npcs, viewer, mark)
     viewer.offer_message(snapshot)
     if since is not None:
         _recover(node, viewer, since, snapshot)
@@ -93,10 +94,20 @@ async def _load_npcs(node: Node) -> list[dict[str, Any]]:
         return [dict(u, online=True) for u in node.live.values()]
 
 
-def _snapshot(node: Node, npcs: list[dict[str, Any]], viewer: ViewerConnection) -> bytes:
+def _snapshot(node: Node, npcs: list[dict[str, Any]], viewer: ViewerConnection, mark: int) -> bytes:
     """The encoded snapshot for the viewer's subscription, freshened with what the node has
-    seen since the registry was read (call without awaiting between this and offering it)."""
-    fresh = [node.registry.freshen(n) for n in npcs]
+    seen since the registry was read at leave `mark` (call without awaiting between this and
+    offering it). `online` is the node's view now, which later `joined` / `left` change: the
+    bots it knows, or presence's word unless the NPC left after it was read."""
+    known = node.known_online()
+    fresh = []
+    for npc in npcs:
+        npc = node.registry.freshen(npc)
+        npc_id = npc["id"]
+        online = npc_id in known or (
+            bool(npc.get("online")) and not node.leaves.left_since(npc_id, mark)
+        )
+        fresh.append(npc if npc.get("online") == online else {**npc, "online": online})
     if viewer.dim is not None or viewer.area is not None:
         fresh = [n for n in fresh if in_view(n, viewer.dim, viewer.area)]
     return encode({"type": "snapshot", "npcs": fresh}, viewer.encoding)
@@ -138,11 +149,12 @@ def _encoded(entries: list[Entry], viewer: ViewerConnection) -> list[QueuedEvent
 async def _resync(node: Node, viewer: ViewerConnection) -> None:
     """The viewer fell so far behind that queued messages were dropped: start it afresh, and
     send again the events it was not sent, from the history (§6.5)."""
+    mark = node.leaves.serial
     npcs = await _load_npcs(node)
     # From here nothing awaits: the replay below ends where live events start again.
     viewer.drop_queued_events()  # queued while we awaited: the replay has them, in order
     viewer.reset_positions()
-    viewer.offer_message(_snapshot(node, npcs, viewer))
+    viewer.offer_message(_snapshot(node, npcs, viewer, mark))
     ring = node.history_ring
     if ring.epoch is not None and (viewer.sent_epoch or ring.epoch) == ring.epoch:
         entries = ring.after(ring.epoch, viewer.sent_seq, now_ms(), viewer.wants)
@@ -206,12 +218,13 @@ async def _viewer_receive_loop(
             elif kind == "subscribe":
                 dim, area = parse_subscribe(msg, ref)
                 since = parse_since(msg.get("since"), ref)
+                mark = node.leaves.serial
                 npcs = await _load_npcs(node)
                 already = _offered_live(viewer)
                 viewer.dim, viewer.area = dim, area
                 node.hub.views_changed()  # the replica hears the regions it now watches
                 viewer.reset_positions()  # older frames were cut for the old subscription
-                snapshot = _snapshot(node, npcs, viewer)
+                snapshot = _snapshot(node, npcs, viewer, mark)
                 viewer.offer_message(snapshot)
                 if since is not None:
                     _recover(node, viewer, since, snapshot, already)

@@ -112,3 +112,27 @@ async def test_short_outage_lost_left_is_repaired(
         await goes.close()  # its `left` cannot cross now
         redis.start()
         await viewer.wait_for(lambda _: online(viewer) == {"stays"}, WAIT_S)
+
+
+async def test_snapshot_after_redis_restarts_empty_shows_remote_bots_online(
+    pair: tuple[RunningGateway, RunningGateway], redis: RedisServer
+) -> None:
+    """Redis comes back without the presence claims until their holders' next heartbeat. A
+    viewer that connects meanwhile must still see the other replica's bots online: no `joined`
+    would come later to correct it, since neither replica's view of who is online changed."""
+    a, b = pair
+    async with (
+        ViewerClient(a.ws, token("viewer", "before")) as before,
+        BotClient(b.ws, token("npc", "remote")) as remote,
+    ):
+        await remote.send_position(1, 64, 1)
+        await before.wait_for(lambda _: online(before) == {"remote"}, WAIT_S)
+
+        redis.flushall()  # as after a restart: every claim is gone, B re-creates its own in <= 5 s
+        async with ViewerClient(a.ws, token("viewer", "after")) as after:
+            await after.wait_for(lambda _: "remote" in after.npcs, WAIT_S)
+            assert online(after) == {"remote"}
+            # and it stays so once the claims are back (B's heartbeat) and positions flow
+            await remote.send_position(2, 64, 1)
+            await after.wait_for(lambda _: after.npcs["remote"].get("x") == 2, WAIT_S)
+            assert online(after) == {"remote"} and online(before) == {"remote"}
