@@ -11,7 +11,7 @@ PORT ?= 8080
 # Node 22 that scripts/install-system-deps.sh installs when the machine's node is older.
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: run test test-random fuzz lock token bench bench-path bench-history bench-cluster bench-regions chaos lint format demo cluster minecraft-demo clean
+.PHONY: run test test-fallback test-random fuzz lock token bench bench-path bench-history bench-cluster bench-regions chaos lint format demo cluster minecraft-demo clean
 
 # requirements.lock pins every package (make lock rewrites it); a dependency added to
 # pyproject.toml but not yet locked still installs, unpinned, until the next `make lock`.
@@ -35,10 +35,23 @@ $(PEER_MODULES): scripts/bench-peer/package-lock.json | $(SYSDEPS)
 run: $(STAMP)
 	@bash scripts/run.sh $(PORT)
 
-## test: every test, against throwaway PostgreSQL/Redis servers the tests start
+# The WebSocket tests, run a second time by `make test` on aiohttp's public paths only
+# (GATEWAY_DIRECT_DISPATCH=0: the fallback when its internals change, see gateway/direct_ws.py).
+WS_TESTS := tests/integration/test_websockets.py tests/integration/test_input_limits.py \
+	tests/integration/test_slow_bot.py tests/integration/test_slow_viewer.py \
+	tests/integration/test_oversized_close.py tests/integration/test_client.py \
+	tests/integration/test_token_expiry.py
+
+## test: every test, against throwaway PostgreSQL/Redis servers the tests start; then the
+## WebSocket tests again without direct dispatch
 test: $(STAMP) $(SYSDEPS) $(MF_MODULES) $(PEER_MODULES)
 	$(BIN)/ruff check gateway tests scripts
 	$(BIN)/python -m pytest -q
+	GATEWAY_DIRECT_DISPATCH=0 $(BIN)/python -m pytest -q $(WS_TESTS)
+
+## test-fallback: only the WebSocket tests without direct dispatch (aiohttp's public paths)
+test-fallback: $(STAMP) $(SYSDEPS)
+	GATEWAY_DIRECT_DISPATCH=0 $(BIN)/python -m pytest -q $(WS_TESTS)
 
 ## test-random: the same tests in a random order (pytest-randomly; SEED=N repeats an order)
 test-random: $(STAMP) $(SYSDEPS) $(MF_MODULES) $(PEER_MODULES)

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import direct_ws
 from gateway.api import commands, minecraft, npcs, prometheus, system, tokens, world
 from gateway.api.auth import WRITE_LIMITER, WriteLimiter, auth_middleware
 from gateway.api.errors import error_middleware
@@ -100,6 +101,7 @@ def create_app(settings: Settings, *, broker: MemoryBroker | None = None) -> web
     """The replica's app. `broker` lets several in-process replicas share a memory bus (tests)."""
     app = web.Application(middlewares=[error_middleware, auth_middleware])
     app[SETTINGS] = settings
+    direct_ws.configure(settings.direct_dispatch)
     app[WRITE_LIMITER] = WriteLimiter(settings.rest_write_per_s, settings.rest_write_burst)
 
     async def node_ctx(app: web.Application) -> AsyncIterator[None]:

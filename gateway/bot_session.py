@@ -14,9 +14,9 @@ from aiohttp import WSMsgType, web
 from gateway import PROTOCOL_VERSION
 from gateway.auth import Claims, owner_key
 from gateway.direct_ws import (
-    DIRECT_DISPATCH,
     DirectWebSocketResponse,
     LingeringWebSocketResponse,
+    dispatch_enabled,
     write_now,
 )
 from gateway.keys import CLAIMS, NODE
@@ -88,7 +88,7 @@ class BotSession:
         # Data frames arrive through `on_frame` from the parser itself (see direct_ws).
         self.ws: LingeringWebSocketResponse = (
             DirectWebSocketResponse(self.on_frame, **WEBSOCKET_OPTIONS)
-            if DIRECT_DISPATCH
+            if dispatch_enabled()
             else LingeringWebSocketResponse(**WEBSOCKET_OPTIONS)
         )
         self.encoding = Encoding.JSON

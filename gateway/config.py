@@ -32,6 +32,18 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A switch: 1/true/yes/on or 0/false/no/off (any case); unset or empty is `default`."""
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
+
+
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -96,6 +108,9 @@ class Settings:
     # A full garbage collection this often (0: never; the thresholds `serve` sets make them
     # rare otherwise, and closed connections' cycles would pile up for hours).
     gc_full_every_s: float = 30.0
+    # Bots' frames straight from aiohttp's parser, and writes without a task switch
+    # (gateway/direct_ws.py); off falls back to aiohttp's public paths (GATEWAY_DIRECT_DISPATCH).
+    direct_dispatch: bool = True
     rcon_url: str | None = None
     log_level: str = "INFO"
     # Flood control: token bucket per bot connection.
@@ -156,6 +171,7 @@ class Settings:
             db_breaker_reset_s=float(_int(env, "GATEWAY_DB_BREAKER_RESET_S", 60, minimum=1)),
             metrics_retention_s=_duration(env, "GATEWAY_METRICS_RETENTION", 7 * 86_400),
             gc_full_every_s=float(_int(env, "GATEWAY_GC_FULL_EVERY_S", 30, minimum=0)),
+            direct_dispatch=env_flag(env, "GATEWAY_DIRECT_DISPATCH", True),
             rcon_url=env.get("GATEWAY_RCON_URL") or None,
             log_level=(env.get("GATEWAY_LOG_LEVEL") or "INFO").upper(),
             rate_per_s=float(_int(env, "GATEWAY_RATE_PER_S", 50, minimum=1)),

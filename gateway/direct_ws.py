@@ -7,14 +7,20 @@ frames straight to `on_frame` (synchronously, from `data_received`); control fra
 ping, errors such as a frame over the size limit) still go through the queue, so `receive()`
 and aiohttp's close handshake work as usual.
 
-This leans on two aiohttp internals (`WebSocketResponse._post_start` and the reader's queue
-class); `DIRECT_DISPATCH` is False when they are not what this module expects, and callers
-then use the ordinary receive loop. The whole test suite runs through this path.
+This leans on aiohttp internals (`WebSocketResponse._post_start`, which `_post_start` below
+mirrors, the reader's queue and parser classes, and the writer's `_write_websocket_frame` for
+`write_now`). aiohttp is pinned below its next minor, and `shape_problem()` checks at start-up
+that each is what this module was written against (signatures, and the mirrored method's
+source). `configure()` turns both shortcuts on only if they are and GATEWAY_DIRECT_DISPATCH is
+not 0; otherwise bots use the ordinary receive loop, every frame goes through aiohttp's public
+send methods, and one log line says why. The test suite runs both ways.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -25,16 +31,96 @@ log = logging.getLogger(__name__)
 
 FrameHandler = Callable[[WSMsgType, bytes], None]
 
+# sha256 (first 16 hex digits) of aiohttp 3.14's `WebSocketResponse._post_start`, dedented.
+MIRRORED_POST_START = "5b76705e72648958"
+
 try:
+    from aiohttp._websocket import reader_py
     from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
+    from aiohttp._websocket.writer import WebSocketWriter
     from aiohttp.web_ws import DEFAULT_CHUNK_SIZE
 
-    DIRECT_DISPATCH = hasattr(web.WebSocketResponse, "_post_start")
-except ImportError:  # a future aiohttp moved them: fall back to receive()
-    DIRECT_DISPATCH = False
+    _IMPORT_PROBLEM: str | None = None
+except ImportError as exc:  # a future aiohttp moved them
+    _IMPORT_PROBLEM = f"cannot import {exc.name or exc}"
 
 
-if DIRECT_DISPATCH:
+def _parameters(func: Any) -> list[str]:
+    return list(inspect.signature(func).parameters)
+
+
+def shape_problem() -> str | None:
+    """Why aiohttp's internals are not what this module expects; None when they are."""
+    if _IMPORT_PROBLEM is not None:
+        return _IMPORT_PROBLEM
+    # The C-accelerated classes hide their signatures; their pure-Python twins have the same.
+    expected = {
+        "WebSocketDataQueue.__init__": (
+            reader_py.WebSocketDataQueue.__init__,
+            ["self", "protocol", "limit", "loop"],
+        ),
+        "WebSocketDataQueue.feed_data": (
+            reader_py.WebSocketDataQueue.feed_data,
+            ["self", "data", "size"],
+        ),
+        "WebSocketReader.__init__": (
+            reader_py.WebSocketReader.__init__,
+            ["self", "queue", "max_msg_size", "compress", "decode_text"],
+        ),
+        "WebSocketWriter._write_websocket_frame": (
+            getattr(WebSocketWriter, "_write_websocket_frame", None),
+            ["self", "message", "opcode", "rsv"],
+        ),
+        "WebSocketResponse._post_start": (
+            getattr(web.WebSocketResponse, "_post_start", None),
+            ["self", "request", "protocol", "writer"],
+        ),
+    }
+    for name, (func, params) in expected.items():
+        if func is None:
+            return f"{name} is gone"
+        try:
+            if _parameters(func) != params:
+                return f"{name} takes {_parameters(func)}, not {params}"
+        except (TypeError, ValueError):
+            return f"{name} has no readable signature"
+    for name in ("_reset_heartbeat", "_on_data_received"):
+        if not callable(getattr(web.WebSocketResponse, name, None)):
+            return f"WebSocketResponse.{name} is gone"
+    try:
+        source = inspect.cleandoc(inspect.getsource(web.WebSocketResponse._post_start))
+    except (OSError, TypeError):
+        return "the source of WebSocketResponse._post_start is not available"
+    if hashlib.sha256(source.encode()).hexdigest()[:16] != MIRRORED_POST_START:
+        return "WebSocketResponse._post_start changed (this module mirrors it)"
+    return None
+
+
+class _Switch:
+    enabled = False  # until configure(): the ordinary, public paths
+
+
+def configure(wanted: bool) -> bool:
+    """Turn direct dispatch (and `write_now`) on if `wanted` and aiohttp's internals allow;
+    logs one line saying which, and why when it is off."""
+    problem = shape_problem() if wanted else None
+    _Switch.enabled = wanted and problem is None
+    if _Switch.enabled:
+        log.info("direct dispatch on")
+    elif not wanted:
+        log.info("direct dispatch off (GATEWAY_DIRECT_DISPATCH=0)")
+    else:
+        import aiohttp
+
+        log.warning("direct dispatch off: aiohttp %s: %s", aiohttp.__version__, problem)
+    return _Switch.enabled
+
+
+def dispatch_enabled() -> bool:
+    return _Switch.enabled
+
+
+if _IMPORT_PROBLEM is None:
 
     class _DirectQueue(WebSocketDataQueue):  # type: ignore[misc, valid-type]
         __slots__ = ("_on_frame",)  # one per bot connection: no per-instance dict
@@ -129,6 +215,8 @@ def write_now(ws: web.WebSocketResponse, payload: bytes, opcode: WSMsgType) -> b
     Saves a task switch per message for the common case of a peer that reads promptly;
     back-pressure (awaiting drain) stays with the caller's writer task.
     """
+    if not _Switch.enabled:
+        return False
     writer = getattr(ws, "_writer", None)
     if writer is None or ws.closed:
         return False

@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from gateway.app import create_app, make_runner
 from gateway.auth import issue_token
 from gateway.bus import MemoryBroker
-from gateway.config import Settings
+from gateway.config import Settings, env_flag
 from gateway.keys import NODE
 from gateway.node import Node
 
@@ -57,6 +57,8 @@ def gateway_settings(data_dir: Path, **overrides: Any) -> Settings:
         # Tests send bursts; flood control is tested on its own with the real limits.
         rate_per_s=5000.0,
         rate_burst=5000,
+        # CI runs the WebSocket tests again with 0 (make test-fallback): aiohttp's public paths.
+        direct_dispatch=env_flag(os.environ, "GATEWAY_DIRECT_DISPATCH", True),
     )
     return dataclasses.replace(base, **overrides)
 

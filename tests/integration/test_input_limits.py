@@ -266,9 +266,9 @@ async def test_frame_limit_without_direct_dispatch(
 ) -> None:
     """Bots on aiohttp's ordinary receive loop (used when its internals are not what direct_ws
     expects) have the same inclusive limit."""
-    from gateway import bot_session
+    from gateway import bot_session, direct_ws
 
-    monkeypatch.setattr(bot_session, "DIRECT_DISPATCH", False)
+    monkeypatch.setattr(direct_ws._Switch, "enabled", False)
     bot = await gw.bot("plain")
     assert not isinstance(gw.node.hub.bots["plain"].ws, bot_session.DirectWebSocketResponse)
     msg = {"type": "ping", "ref": "edge", "pad": ""}

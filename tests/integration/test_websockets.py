@@ -12,6 +12,7 @@ import msgpack
 import pytest
 from websockets.exceptions import InvalidStatus
 
+from gateway.direct_ws import DirectWebSocketResponse, dispatch_enabled
 from tests.harness import Rest, RunningGateway, gateway_settings, running_gateway, token
 
 HOUR_MS = 3_600_000  # a tick that never fires by itself: the test cuts windows
@@ -64,6 +65,17 @@ async def test_bots_and_viewers_in_both_encodings(gw: RunningGateway) -> None:
     by_id = {n["id"]: n for n in snapshot["npcs"]}
     assert set(by_id) == set(bots)
     assert all(n["online"] and n["x"] is not None for n in by_id.values())
+
+
+async def test_bots_run_on_the_dispatch_path_configured(manual: RunningGateway) -> None:
+    """`make test` runs this module twice: direct dispatch on, then GATEWAY_DIRECT_DISPATCH=0
+    (aiohttp's ordinary receive loop, public send methods). Each run must be on its path."""
+    bot = await manual.bot("which_path")
+    await bot.send({"type": "ping", "ref": 1})
+    assert (await bot.recv_type("pong"))["ref"] == 1
+    session = manual.node.hub.bots["which_path"]
+    direct = isinstance(session.ws, DirectWebSocketResponse)
+    assert direct is manual.node.settings.direct_dispatch is dispatch_enabled()
 
 
 async def test_window_coalesces_to_latest_per_npc(manual: RunningGateway) -> None:
