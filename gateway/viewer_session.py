@@ -90,8 +90,10 @@ async def _load_npcs(node: Node) -> list[dict[str, Any]]:
     try:
         return await node.registry.everyone()
     except StoreUnavailable:
-        # Degraded: what this replica has seen move, until the registry is back.
-        return [dict(u, online=True) for u in node.live.values()]
+        # Degraded: what this replica has seen move, until the registry is back; online as the
+        # replica knows it (an NPC that moved once may have left since).
+        known = node.known_online()
+        return [dict(u, online=u["id"] in known) for u in node.live.values()]
 
 
 def _snapshot(node: Node, npcs: list[dict[str, Any]], viewer: ViewerConnection, mark: int) -> bytes:

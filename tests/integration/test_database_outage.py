@@ -138,3 +138,28 @@ async def test_positions_of_an_npc_the_database_does_not_know_are_counted_as_dro
         return perf["batchProcessor"]["positions"]["dropped"] == 1
 
     await poll(counted)
+
+
+async def test_a_snapshot_while_the_database_is_down_shows_who_is_online(
+    gw: RunningGateway, own_pg: PostgresServer
+) -> None:
+    """Without the registry a viewer's snapshot is what the replica has seen move; a bot that
+    has left since must not be shown online (no `left` would ever correct it)."""
+    stays, goes = await gw.bot("stays"), await gw.bot("goes")
+    await stays.send({"type": "pos", "x": 1, "y": 64, "z": 1})
+    await goes.send({"type": "pos", "x": 2, "y": 64, "z": 2})
+
+    async def both_moved() -> bool:
+        return {"stays", "goes"} <= gw.node.live.keys()
+
+    await poll(both_moved)
+    await goes.ws.close()
+
+    async def gone() -> bool:
+        return "goes" not in gw.node.hub.bots
+
+    await poll(gone)
+    own_pg.stop()
+    _, snapshot = await gw.viewer()
+    online = {n["id"]: n["online"] for n in snapshot["npcs"]}
+    assert online == {"stays": True, "goes": False}
