@@ -47,7 +47,7 @@ WS_TESTS := tests/integration/test_websockets.py tests/integration/test_input_li
 test: $(STAMP) $(SYSDEPS) $(MF_MODULES) $(PEER_MODULES)
 	$(BIN)/ruff check gateway tests scripts
 	$(BIN)/python -m pytest -q
-	GATEWAY_DIRECT_DISPATCH=0 $(BIN)/python -m pytest -q $(WS_TESTS)
+	@$(MAKE) --no-print-directory test-fallback
 
 ## test-fallback: only the WebSocket tests without direct dispatch (aiohttp's public paths)
 test-fallback: $(STAMP) $(SYSDEPS)

@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import WSMsgType, web
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,6 @@ def configure(wanted: bool) -> bool:
     elif not wanted:
         log.info("direct dispatch off (GATEWAY_DIRECT_DISPATCH=0)")
     else:
-        import aiohttp
-
         log.warning("direct dispatch off: aiohttp %s: %s", aiohttp.__version__, problem)
     return _Switch.enabled
 

@@ -123,9 +123,7 @@ class GuardedPresence:
 
     async def online(self, npc_ids: Collection[str] | None = None) -> set[str]:
         ok, found = await self._call("online", npc_ids)
-        known = set(self._known())
-        if npc_ids is not None:
-            known.intersection_update(npc_ids)
+        known = set(self._known()) if npc_ids is None else set(npc_ids).intersection(self._known())
         return known | found if ok else known
 
     async def refresh(self, replica: str, npc_ids: Collection[str]) -> set[str]:

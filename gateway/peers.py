@@ -12,6 +12,8 @@ viewers missed (§6.4).
 
 from __future__ import annotations
 
+from collections.abc import KeysView
+
 
 class PeerWatch:
     __slots__ = ("_bots", "_last_heard", "gap_s", "silence_s")
@@ -42,9 +44,10 @@ class PeerWatch:
             self._bots[npc] = replica
         return joined, gone
 
-    def announced(self) -> set[str]:
-        """The NPCs other replicas hold, as far as their `joined` / `left` have told us."""
-        return set(self._bots)
+    def announced(self) -> KeysView[str]:
+        """The NPCs other replicas hold, as far as their `joined` / `left` have told us (a
+        live view: no copy)."""
+        return self._bots.keys()
 
     def last_heard_any(self) -> float:
         """When any other replica was last heard (0 if none ever was)."""
