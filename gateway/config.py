@@ -111,6 +111,9 @@ class Settings:
     # Bots' frames straight from aiohttp's parser, and writes without a task switch
     # (gateway/direct_ws.py); off falls back to aiohttp's public paths (GATEWAY_DIRECT_DISPATCH).
     direct_dispatch: bool = True
+    # Accepted metric rows are journaled in `<data dir>/journal` until written, so a killed
+    # replica loses none (gateway/journal.py); GATEWAY_METRICS_JOURNAL=0 keeps them in memory.
+    metrics_journal: bool = True
     rcon_url: str | None = None
     log_level: str = "INFO"
     # Flood control: token bucket per bot connection.
@@ -151,6 +154,10 @@ class Settings:
     def sqlite_path(self) -> Path:
         return self.data_dir / "gateway.sqlite3"
 
+    @property
+    def journal_dir(self) -> Path:
+        return self.data_dir / "journal"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -172,6 +179,7 @@ class Settings:
             metrics_retention_s=_duration(env, "GATEWAY_METRICS_RETENTION", 7 * 86_400),
             gc_full_every_s=float(_int(env, "GATEWAY_GC_FULL_EVERY_S", 30, minimum=0)),
             direct_dispatch=env_flag(env, "GATEWAY_DIRECT_DISPATCH", True),
+            metrics_journal=env_flag(env, "GATEWAY_METRICS_JOURNAL", True),
             rcon_url=env.get("GATEWAY_RCON_URL") or None,
             log_level=(env.get("GATEWAY_LOG_LEVEL") or "INFO").upper(),
             rate_per_s=float(_int(env, "GATEWAY_RATE_PER_S", 50, minimum=1)),

@@ -31,6 +31,7 @@ from gateway.config import Settings
 from gateway.guards import GuardedPresence, GuardedStore
 from gateway.history import Entry, History, HistoryRing
 from gateway.hub import Hub
+from gateway.journal import Journal
 from gateway.learning import TASK_EVENTS, apply_task, parse_task
 from gateway.leaves import LeaveLog
 from gateway.peers import PeerWatch
@@ -69,6 +70,7 @@ PRESENCE_HEARTBEAT_S = 5.0  # a third of the Redis presence TTL (15 s)
 PEER_SILENCE_S = 15.0  # a replica not heard for the presence TTL is taken for dead
 RETENTION_EVERY_S = 3600.0  # metrics retention runs at start, then this often
 RETENTION_RETRY_S = 60.0  # sooner while the database is down
+JOURNAL_ADOPT_EVERY_S = 30.0  # how soon survivors take over a killed sibling's journal
 WORLD_MESSAGE_SECTIONS = 1024  # sections per bus message (512 KiB): a tick may send several
 
 
@@ -152,7 +154,10 @@ class Node:
         )
         self.statuses = StatusWriter(self.registry.set_status)
         self.metrics = MetricsBatcher(
-            self._write_metrics, settings.metrics_batch, settings.metrics_flush_ms
+            self._write_metrics,
+            settings.metrics_batch,
+            settings.metrics_flush_ms,
+            journal=Journal(settings.journal_dir, "metrics") if settings.metrics_journal else None,
         )
         self.profiles = ProfileUpdater(self.store.update_profile, self.registry.profile_changed)
         # Bots that connected while the database was down: registered before their data.
@@ -183,12 +188,15 @@ class Node:
         self.positions.start()
         self.statuses.start()
         self.metrics.start()
+        self._adopt_journaled()
         self.profiles.start()
         if self.ticker is not None:
             self.ticker.start()
-        self._heartbeat = asyncio.create_task(self._presence_heartbeat(), name="presence")
-        self._retention = asyncio.create_task(self._retention_loop(), name="metrics-retention")
-        self._collector = asyncio.create_task(self._collect_loop(), name="gc-full")
+        self.tasks.run_loop(self._presence_heartbeat(), "presence")
+        self.tasks.run_loop(self._retention_loop(), "metrics-retention")
+        self.tasks.run_loop(self._collect_loop(), "gc-full")
+        if self.metrics.journal is not None:
+            self.tasks.run_loop(self._journal_loop(), "journal-adopt")
         self.state = "ok"
 
     async def _presence_heartbeat(self) -> None:
@@ -227,6 +235,31 @@ class Node:
             gc.collect()
             self._gc_last_pause_s = time.perf_counter() - started
             self._gc_full_collections += 1
+
+    async def _journal_loop(self) -> None:
+        """Sibling processes share the data directory (`--processes`): one that was killed
+        leaves its journal to the survivors, not only to its own restart."""
+        while True:
+            await asyncio.sleep(JOURNAL_ADOPT_EVERY_S)
+            self._adopt_journaled()
+
+    def _adopt_journaled(self) -> None:
+        """Metric rows a killed process journaled and never wrote: accepted again, here."""
+        journal = self.metrics.journal
+        if journal is None:
+            return
+        for orphan in journal.adopt_orphans():
+            for npc, name, value, ts in orphan.records:
+                self.metrics.add(MetricRow(npc, name, value, ts))
+            journal.discard(orphan)  # after: its rows are in our own segment now
+            log.warning("journal: %d metric rows of a dead process accepted", len(orphan.records))
+            self.metrics.flush_soon()
+
+    def _journal_stats(self) -> dict[str, Any] | None:
+        journal = self.metrics.journal
+        if journal is None:
+            return None
+        return {"heldRows": journal.held, "segments": journal.segments, "adopted": journal.adopted}
 
     def gc_stats(self) -> dict[str, Any]:
         return {
@@ -318,14 +351,10 @@ class Node:
     async def close(self) -> None:
         await self.tasks.close(deadline_s=5.0)
         await self.history.close()
-        self._heartbeat.cancel()
-        self._retention.cancel()
-        self._collector.cancel()
-        await asyncio.gather(
-            self._heartbeat, self._retention, self._collector, return_exceptions=True
-        )
         await self.bus.close()
         self.world.close()
+        if self.metrics.journal is not None:
+            self.metrics.journal.close()
 
     # -- positions ----------------------------------------------------------------------------
 
@@ -664,6 +693,7 @@ class Node:
                 "dropped": self.metrics.dropped,
                 "writeFailures": self.metrics.failures,
                 "rejectedItems": self.metrics.rejected,
+                "journal": self._journal_stats(),
             },
             "statuses": {"pendingItems": self.statuses.pending},
             "registrations": {

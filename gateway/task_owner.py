@@ -21,6 +21,7 @@ class TaskOwner:
     def __init__(self, name: str) -> None:
         self.name = name
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._loops: set[asyncio.Task[Any]] = set()  # run until close, then cancelled first
         self.failed = 0  # tasks that ended with an exception (not a cancellation)
 
     @property
@@ -33,8 +34,16 @@ class TaskOwner:
         task.add_done_callback(self._done)
         return task
 
+    def run_loop(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """A loop that runs as long as its owner: `close` cancels it before awaiting the rest."""
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self.name}:{name}")
+        self._loops.add(task)
+        task.add_done_callback(self._done)
+        return task
+
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
+        self._loops.discard(task)
         if task.cancelled():
             return
         exc = task.exception()
@@ -44,7 +53,11 @@ class TaskOwner:
 
     async def close(self, deadline_s: float = 5.0) -> None:
         """Let running tasks finish within `deadline_s` (tasks they start included), then
-        cancel what is left and wait for it to unwind."""
+        cancel what is left and wait for it to unwind. Loops are cancelled at once."""
+        loops = set(self._loops)
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline_s
         while self._tasks and loop.time() < end:

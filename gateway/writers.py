@@ -4,7 +4,8 @@
   (latest per NPC wins, bounded by the number of NPCs) and are written when it returns;
 - statuses: written at once, latest per NPC wins while the database is down;
 - metrics: batched (`batch` rows or every `flush_ms`); rows wait in a bounded spool while the
-  database is down (the oldest are dropped, and counted, only past `spool_max`);
+  database is down (the oldest are dropped, and counted, only past `spool_max`), and in a
+  journal on disk (gateway/journal.py) so that a killed process loses none of them;
 - registrations: a bot that connected while the database was down is registered once it is
   back, before anything of its own is written (each writer settles them first), so nothing it
   sent meanwhile is dropped for want of its row (§6.4). Rows the database still does not take
@@ -19,6 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from gateway.journal import Journal
 from gateway.store import StoreUnavailable
 from gateway.types import MetricRow, PositionUpdate
 
@@ -204,9 +206,12 @@ class MetricsBatcher(_Retrying):
         batch: int,
         flush_ms: int,
         spool_max: int = 100_000,
+        journal: Journal | None = None,
     ) -> None:
         super().__init__("metrics-batcher")
         self._write = write
+        # Every row held here is also on disk until written: a killed replica loses none.
+        self.journal = journal
         self._batch = batch
         self._flush_s = flush_ms / 1000
         self._rows: deque[MetricRow] = deque()
@@ -228,11 +233,20 @@ class MetricsBatcher(_Retrying):
         await super().stop()
 
     def add(self, row: MetricRow) -> None:
+        if self.journal is not None:
+            self.journal.append(row)
         self._rows.append(row)
         if len(self._rows) > self._spool_max:
             self._rows.popleft()
+            self._released(1)
             self.dropped += 1
         if len(self._rows) >= self._batch:
+            self.wake()
+
+    def flush_soon(self) -> None:
+        """Write what is held now, a partial batch too (rows that already waited elsewhere)."""
+        if self._rows:
+            self._partial_due = True
             self.wake()
 
     async def _tick(self) -> None:
@@ -246,7 +260,12 @@ class MetricsBatcher(_Retrying):
         n = min(self._batch, len(self._rows))
         for _ in range(n):
             self._rows.popleft()
+        self._released(n)
         return n
+
+    def _released(self, n: int) -> None:
+        if self.journal is not None:
+            self.journal.release(n)
 
     def _has_pending(self) -> bool:
         # A partial batch is not "pending work" until the timer (or shutdown) says so.
@@ -259,6 +278,7 @@ class MetricsBatcher(_Retrying):
             written = await self._write(rows)
             for _ in range(n):
                 self._rows.popleft()
+            self._released(n)
             if written is not None:
                 self.dropped += n - written  # rows of NPCs the database does not know
             self.total_batches += 1
