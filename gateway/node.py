@@ -70,6 +70,7 @@ PRESENCE_HEARTBEAT_S = 5.0  # a third of the Redis presence TTL (15 s)
 PEER_SILENCE_S = 15.0  # a replica not heard for the presence TTL is taken for dead
 RETENTION_EVERY_S = 3600.0  # metrics retention runs at start, then this often
 RETENTION_RETRY_S = 60.0  # sooner while the database is down
+DRAIN_SETTLE_S = 5.0  # a drain waits this long for requests in flight to be answered
 JOURNAL_ADOPT_EVERY_S = 30.0  # how soon survivors take over a killed sibling's journal
 WORLD_MESSAGE_SECTIONS = 1024  # sections per bus message (512 KiB): a tick may send several
 
@@ -328,8 +329,14 @@ class Node:
                 self.tell_viewers("left", npc, self.live.get(npc))
 
     async def drain(self, deadline_s: float = 10.0) -> None:
-        """Shutdown: stop ticking, deliver and write the current window, close every socket."""
-        self.state = "draining"
+        """Shutdown: answer what is in flight, stop ticking, deliver and write the current
+        window, close every socket."""
+        self.state = "draining"  # no new connections from here on
+        # Path requests, acks, queued commands being delivered: answered before the sockets
+        # close, if they can be within the deadline.
+        unfinished = await self.tasks.settle(DRAIN_SETTLE_S)
+        if unfinished:
+            log.warning("shutdown: %d tasks still running after %.0f s", unfinished, DRAIN_SETTLE_S)
         if self.ticker is not None:
             await self.ticker.stop()
         self.tick()

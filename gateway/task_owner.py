@@ -51,6 +51,14 @@ class TaskOwner:
             self.failed += 1
             log.error("background task %s failed", task.get_name(), exc_info=exc)
 
+    async def settle(self, deadline_s: float) -> int:
+        """Wait, cancelling nothing, for the tasks running now to end (at most `deadline_s`);
+        how many have not. Those started meanwhile are not waited for."""
+        running = set(self._tasks)
+        if running:
+            await asyncio.wait(running, timeout=deadline_s)
+        return sum(not task.done() for task in running)
+
     async def close(self, deadline_s: float = 5.0) -> None:
         """Let running tasks finish within `deadline_s` (tasks they start included), then
         cancel what is left and wait for it to unwind. Loops are cancelled at once."""

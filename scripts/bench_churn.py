@@ -5,6 +5,7 @@ default) and off.
 
     python scripts/bench_churn.py                      # 7 waves of 2,000 (14,000 connects)
     python scripts/bench_churn.py --churn 4000 --wave 1000 --idle 200
+    python scripts/bench_churn.py --churn 6000 --hold 60   # sessions old enough to be promoted
 
 The gateway runs on embedded SQLite in a temp dir, with the GC thresholds `serve` sets. RSS is
 read from /proc/PID/status (VmRSS) of the gateway process. Figures are printed.
@@ -31,7 +32,7 @@ from gateway.auth import issue_token  # noqa: E402
 from tests.harness import GatewayProcess  # noqa: E402
 
 PARALLEL = 100  # connections opened at once
-HOLD_S = 8.0  # each wave's bots stay this long, sending a position a second
+HOLD_S = 8.0  # each wave's bots stay this long by default, sending a position a second
 
 
 def rss_mb(pid: int) -> float:
@@ -42,14 +43,19 @@ def rss_mb(pid: int) -> float:
 
 
 async def one_bot(
-    ws_url: str, secret: str, npc: str, hold: asyncio.Event | None, moves: int = 1
+    ws_url: str,
+    secret: str,
+    npc: str,
+    hold: asyncio.Event | None,
+    hold_s: float = HOLD_S,
+    moves: int = 1,
 ) -> None:
     headers = {"Authorization": f"Bearer {issue_token(secret, 'npc', npc)}"}
     async with connect(ws_url + "/ws/npc", additional_headers=headers, compression=None) as ws:
         await ws.recv()  # welcome
         for step in range(moves):
             if step:
-                await asyncio.sleep(HOLD_S / moves)
+                await asyncio.sleep(hold_s / moves)
             await ws.send(orjson.dumps({"type": "pos", "x": step, "y": 64, "z": 2}).decode())
         await ws.send(orjson.dumps({"type": "ping", "ref": 1}).decode())
         while orjson.loads(await ws.recv()).get("type") != "pong":
@@ -58,7 +64,7 @@ async def one_bot(
             await hold.wait()
 
 
-async def run(churn: int, wave: int, idle: int, gc_every: int) -> dict[str, float]:
+async def run(churn: int, wave: int, idle: int, hold_s: float, gc_every: int) -> dict[str, float]:
     secret = secrets.token_urlsafe(48)
     data = Path(tempfile.mkdtemp(prefix="aicraft-churn-"))
     proc = GatewayProcess(
@@ -86,7 +92,7 @@ async def run(churn: int, wave: int, idle: int, gc_every: int) -> dict[str, floa
         async def churned(i: int) -> None:
             async with sem:
                 pass  # paces the connects only; the bots then run side by side
-            await one_bot(proc.ws, secret, f"churn-{i}", None, moves=int(HOLD_S))
+            await one_bot(proc.ws, secret, f"churn-{i}", None, hold_s, moves=int(hold_s))
 
         started = time.monotonic()
         for first in range(0, churn, wave):
@@ -109,15 +115,15 @@ async def run(churn: int, wave: int, idle: int, gc_every: int) -> dict[str, floa
     return figures
 
 
-async def main_async(churn: int, wave: int, idle: int) -> None:
-    print(f"{churn:,} bot connects in waves of {wave:,} (each bot moves for {HOLD_S:.0f} s),")
+async def main_async(churn: int, wave: int, idle: int, hold_s: float) -> None:
+    print(f"{churn:,} bot connects in waves of {wave:,} (each bot moves for {hold_s:.0f} s),")
     print(f"with {idle:,} idle bots held throughout")
     print("(RSS of the gateway process, MB)\n")
     for label, every in (
         ("full collection every 30 s (default)", 30),
         ("no periodic full collection", 0),
     ):
-        figures = await run(churn, wave, idle, every)
+        figures = await run(churn, wave, idle, hold_s, every)
         print(label)
         for key, value in figures.items():
             print(f"  {key:32} {value:8.1f}")
@@ -129,9 +135,10 @@ def main() -> int:
     parser.add_argument("--churn", type=int, default=14_000)
     parser.add_argument("--wave", type=int, default=2_000)
     parser.add_argument("--idle", type=int, default=500)
+    parser.add_argument("--hold", type=float, default=HOLD_S, help="seconds each bot stays")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    asyncio.run(main_async(args.churn, args.wave, args.idle))
+    asyncio.run(main_async(args.churn, args.wave, args.idle, args.hold))
     return 0
 
 

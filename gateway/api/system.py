@@ -56,6 +56,8 @@ def performance_figures(node: Node) -> dict[str, Any]:
         "process": {
             "maxRssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
             "gc": node.gc_stats(),
+            # Background tasks (closes, acks, path jobs): running now, and ended in an error.
+            "tasks": {"running": node.tasks.pending, "failed": node.tasks.failed},
         },
         "history": node.history_stats(),
         "commands": node.commands.stats(),

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 from pathlib import Path
 
 import aiohttp
@@ -124,4 +127,72 @@ async def test_sigkill_loses_no_accepted_metric(
             (f"k{i}", float(step)) for i in range(BOTS) for step in range(METRICS_PER_BOT)
         )  # each once: none lost, none written twice
     finally:
+        proc.kill()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (the worker pool's processes and their helpers)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+PATH_REQUEST = {
+    "type": "path",
+    "start": [0, 1, 0],
+    "goal": [3, 1, 0],
+    "world": {"solid": [[x, 0, 0] for x in range(4)]},
+}
+
+
+async def test_sigterm_answers_a_path_request_in_flight(tmp_path: Path) -> None:
+    """A drain lets the tasks running for clients finish before it closes their sockets."""
+    proc = GatewayProcess({"GATEWAY_DATA_DIR": str(tmp_path), "GATEWAY_WORKERS": "1"})
+    proc.start()
+    assert proc.proc is not None
+    workers: list[int] = []
+    try:
+        bot = await _connect(proc, "/ws/npc", token("npc", "walker"))
+        await bot.send({**PATH_REQUEST, "ref": "warm-up"})  # the pool is up and compiled
+        warm = await bot.recv_until(lambda m: m.get("ref") == "warm-up", timeout=120)
+        assert warm["type"] == "path_result", warm
+        workers = _descendants(proc.proc.pid)
+        _signal_all(workers, signal.SIGSTOP)  # the next request cannot finish yet
+        await bot.send({**PATH_REQUEST, "ref": "in-flight"})
+        await bot.roundtrip()  # the request was read: its job is running
+        proc.proc.send_signal(signal.SIGTERM)
+        async with aiohttp.ClientSession() as http:
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:  # until the replica is draining (or gone), then let the workers go
+                try:
+                    async with http.get(f"{proc.http}/api/health") as response:
+                        if response.status == 503:
+                            break
+                except aiohttp.ClientConnectionError:
+                    break
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.02)  # the poll's pace
+        _signal_all(workers, signal.SIGCONT)
+        answer = await bot.recv_until(lambda m: m.get("ref") == "in-flight", timeout=30)
+        assert answer["type"] == "path_result" and answer["ok"] is True, answer
+        assert await bot.closed_with() == 1001
+        await asyncio.to_thread(proc.proc.wait, 30)
+    finally:
+        _signal_all(workers, signal.SIGCONT)
         proc.kill()

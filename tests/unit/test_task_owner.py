@@ -52,3 +52,23 @@ async def test_cancellation_is_not_a_failure() -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert owner.failed == 0 and owner.pending == 0
+
+
+async def test_settle_waits_for_running_tasks_and_cancels_nothing() -> None:
+    owner = TaskOwner("test")
+    finish = asyncio.Event()
+    stuck = owner.spawn(asyncio.Event().wait(), "stuck")
+    quick = owner.spawn(finish.wait(), "quick")
+    asyncio.get_running_loop().call_soon(finish.set)
+    assert await owner.settle(deadline_s=0.2) == 1  # `stuck` is still running
+    assert quick.done() and not stuck.done()
+    await owner.close(deadline_s=0)
+
+
+async def test_loops_are_cancelled_at_once_on_close() -> None:
+    owner = TaskOwner("test")
+    loop = owner.run_loop(asyncio.Event().wait(), "loop")
+    started = asyncio.get_running_loop().time()
+    await owner.close(deadline_s=5.0)
+    assert loop.cancelled()
+    assert asyncio.get_running_loop().time() - started < 5.0  # not waited for
