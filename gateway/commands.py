@@ -19,11 +19,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgpack
 import orjson
 
 from gateway.bus import Bus
 from gateway.bus.base import command_channel
+from gateway.bus.messages import Command, CommandOutcome, Delivery, Drain, Message, encode
 from gateway.cache import WARM_TTL_S, Cache
 from gateway.hub import Hub
 from gateway.pending import QUEUE_TTL_S, PendingCommands
@@ -32,7 +32,6 @@ from gateway.presence import Presence
 log = logging.getLogger(__name__)
 
 CONFIRM_TIMEOUT_S = 2.0
-_pack = msgpack.Packer(use_bin_type=True).pack
 
 
 class NotConnected(Exception):
@@ -82,7 +81,7 @@ class CommandRouter:
         self.pending = pending
         self._known = known  # whether an NPC id is registered
         self.queue_ttl_s = queue_ttl_s
-        self._waiting: dict[str, asyncio.Future[str]] = {}
+        self._waiting: dict[str, asyncio.Future[Delivery]] = {}
         self.sent = 0
         self.delivered = 0
         self.acks = 0
@@ -130,9 +129,7 @@ class CommandRouter:
         if holder == self.replica:
             await self.drain(npc_id)
         elif holder is not None:
-            self.bus.publish(
-                command_channel(holder), _pack({"r": self.replica, "k": "drain", "npc": npc_id})
-            )
+            self._tell(holder, Drain(npc=npc_id))
 
     async def drain(self, npc_id: str) -> None:
         """Hand the NPC's queued commands to its bot on this replica (on connect, or nudged)."""
@@ -157,10 +154,7 @@ class CommandRouter:
         else:
             waiter = asyncio.get_running_loop().create_future()
             self._waiting[command_id] = waiter
-            self.bus.publish(
-                command_channel(holder),
-                _pack({"r": self.replica, "k": "cmd", "npc": npc_id, "msg": message}),
-            )
+            self._tell(holder, Command(npc=npc_id, frame=message))
             try:
                 async with asyncio.timeout(CONFIRM_TIMEOUT_S):
                     delivered = await waiter
@@ -173,8 +167,7 @@ class CommandRouter:
             if delivered != "ok":
                 raise NotConnected(npc_id)
 
-    def _deliver_locally(self, npc_id: str, message: dict[str, Any]) -> str:
-        """ "ok", "not_connected" or "not_reading"."""
+    def _deliver_locally(self, npc_id: str, message: dict[str, Any]) -> Delivery:
         bot = self.hub.bots.get(npc_id)
         if bot is None:
             return "not_connected"
@@ -190,17 +183,20 @@ class CommandRouter:
         if outcome != "ok":
             raise NotConnected(npc_id)
 
-    def on_bus(self, msg: dict[str, Any]) -> None:
-        """A message on this replica's command channel."""
-        kind = msg.get("k")
-        if kind == "cmd":
-            outcome = self._deliver_locally(msg["npc"], msg["msg"])
-            reply = {"r": self.replica, "k": "cmd_ok", "id": msg["msg"]["id"], "ok": outcome}
-            self.bus.publish(command_channel(msg["r"]), _pack(reply))
-        elif kind == "cmd_ok":
-            waiter = self._waiting.get(msg["id"])
-            if waiter is not None and not waiter.done():
-                waiter.set_result(str(msg["ok"]))
+    def on_bus(self, sender: str, message: Command | CommandOutcome) -> None:
+        """Another replica's command for our bot, or the outcome of one we sent."""
+        match message:
+            case Command(npc, frame):
+                outcome = self._deliver_locally(npc, frame)
+                self._tell(sender, CommandOutcome(command_id=frame["id"], outcome=outcome))
+            case CommandOutcome(command_id, outcome):
+                waiter = self._waiting.get(command_id)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(outcome)
+
+    def _tell(self, replica: str, message: Message) -> None:
+        """To `replica`'s command channel."""
+        self.bus.publish(command_channel(replica), encode(self.replica, message))
 
     async def on_drain(self, npc_id: str) -> None:
         """Another replica queued a command for a bot this replica holds."""

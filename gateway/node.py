@@ -11,9 +11,8 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
-
-import msgpack
 
 from gateway.breaker import (
     BREAKER_NAMES,
@@ -24,6 +23,28 @@ from gateway.breaker import (
 )
 from gateway.bus import Bus
 from gateway.bus.base import EVENTS, WORLD, command_channel
+from gateway.bus.messages import (
+    EVERYONE,
+    Alive,
+    BadMessage,
+    Command,
+    CommandOutcome,
+    Deleted,
+    Drain,
+    Event,
+    Joined,
+    Kick,
+    Left,
+    Message,
+    Online,
+    PositionRow,
+    PositionsWindow,
+    Status,
+    Sync,
+    WorldSections,
+    decode,
+    encode,
+)
 from gateway.cache import Cache
 from gateway.coalescer import Coalescer
 from gateway.commands import CommandRouter
@@ -41,7 +62,6 @@ from gateway.protocol import CloseCode
 from gateway.regions import (
     POSITIONS_PREFIX,
     REGION_BLOCKS,
-    is_positions_channel,
     region_channel,
     wanted_channels,
 )
@@ -65,7 +85,6 @@ from gateway.writers import (
 
 log = logging.getLogger(__name__)
 
-_pack = msgpack.Packer(use_bin_type=True).pack
 PRESENCE_HEARTBEAT_S = 5.0  # a third of the Redis presence TTL (15 s)
 PEER_SILENCE_S = 15.0  # a replica not heard for the presence TTL is taken for dead
 RETENTION_EVERY_S = 3600.0  # metrics retention runs at start, then this often
@@ -142,6 +161,7 @@ class Node:
         self._live_ts: dict[str, int] = {}  # ms of the frame that set `live[npc]`: order guard
         self.recent_status: dict[str, str] = {}  # statuses seen on any replica since start
         self.peers = PeerWatch(silence_s=PEER_SILENCE_S)
+        self.bus_rejected = 0  # bus payloads that did not decode
         self.leaves = LeaveLog()  # every `left` viewers were told, for snapshots read meanwhile
         self.registry = Registry(self.store, cache, self.presence, self.live, self.recent_status)
         # NPCs dropped from `live` while not heard: stale until they move again in hearing.
@@ -206,13 +226,13 @@ class Node:
         reconnects = self._bus_reconnects()
         while True:
             await asyncio.sleep(PRESENCE_HEARTBEAT_S)
-            self.bus.publish(EVENTS, _pack({"r": self.replica, "k": "alive"}))
+            self._publish(EVENTS, Alive())
             now_reconnects = self._bus_reconnects()
             if now_reconnects != reconnects:
                 # Our bus was down: whatever `joined`/`left` crossed meanwhile is lost, both
                 # ways. Every replica re-announces its bots (§6.4).
                 reconnects = now_reconnects
-                self.bus.publish(EVENTS, _pack({"r": self.replica, "k": "sync", "to": "*"}))
+                self._publish(EVENTS, Sync(to=EVERYONE))
                 self._announce_held()
             for npc in self.peers.expire(time.monotonic()):
                 if npc not in self.hub.bots:
@@ -304,9 +324,7 @@ class Node:
 
     def _announce_held(self) -> None:
         """Tell every replica exactly which bots this one holds."""
-        self.bus.publish(
-            EVENTS, _pack({"r": self.replica, "k": "online", "ids": list(self.hub.bots)})
-        )
+        self._publish(EVENTS, Online(npcs=list(self.hub.bots)))
 
     def tell_viewers(self, kind: str, npc: str, about: PositionUpdate | None) -> None:
         """`joined` / `left` to this replica's viewers: a change of its view of who is online."""
@@ -318,7 +336,7 @@ class Node:
         """This replica's view of who is online: its bots and those the others announced."""
         return self.hub.bots.keys() | self.peers.announced()
 
-    def _apply_held(self, sender: str, ids: list[str]) -> None:
+    def _apply_held(self, sender: str, ids: Sequence[str]) -> None:
         """Another replica's full list of bots: the `joined`/`left` our viewers missed."""
         joined, gone = self.peers.replace(sender, ids)
         for npc in joined:
@@ -414,7 +432,7 @@ class Node:
             return
         for i in range(0, len(rows), WORLD_MESSAGE_SECTIONS):
             part = rows[i : i + WORLD_MESSAGE_SECTIONS]
-            self.bus.publish(WORLD, _pack({"r": self.replica, "s": part}))
+            self._publish(WORLD, WorldSections(rows=part))
         self.sections.submit(rows)
 
     def _deliver_window(self, window: dict[str, PositionUpdate]) -> None:
@@ -434,10 +452,10 @@ class Node:
         """One message per region with movement. An NPC that crossed a border also goes to
         the region it left, so the replicas hearing only that one see it go (§6.2)."""
         # Hot path: group by (dim, rx, rz) tuples; a channel name is formatted once per region.
-        by_region: dict[tuple[str, float, float], list[tuple[Any, ...]]] = {}
+        by_region: dict[tuple[str, float, float], list[PositionRow]] = {}
         for npc, u in window.items():
             x, z, dim = u["x"], u["z"], u["dim"]
-            row = (npc, x, u["y"], z, u["yaw"], u["pitch"], dim)
+            row: PositionRow = (npc, x, u["y"], z, u["yaw"], u["pitch"], dim)
             key = (dim, x // REGION_BLOCKS, z // REGION_BLOCKS)
             rows = by_region.get(key)
             if rows is None:
@@ -451,7 +469,7 @@ class Node:
                     by_region.setdefault(left, []).append(row)
         for (dim, rx, rz), rows in by_region.items():
             channel = f"{POSITIONS_PREFIX}{dim}:{int(rx)}:{int(rz)}"
-            self.bus.publish(channel, _pack({"r": self.replica, "ts": ts, "u": rows}))
+            self._publish(channel, PositionsWindow(ts=ts, rows=rows))
 
     def update_regions(self) -> None:
         """Hear the regions this replica's viewers watch (all of them while one has no
@@ -468,9 +486,14 @@ class Node:
                 self._forgotten.add(npc)
 
     def region_stats(self) -> dict[str, Any]:
-        """`regions`: region channels heard; `allRegions`: every region is (§6.7)."""
+        """`regions`: region channels heard; `allRegions`: every region is (§6.7); and
+        `rejected`: payloads that were not a message (next to the bus backend's figures)."""
         heard = self.heard_regions
-        return {"regions": 0 if heard is None else len(heard), "allRegions": heard is None}
+        return {
+            "regions": 0 if heard is None else len(heard),
+            "allRegions": heard is None,
+            "rejected": self.bus_rejected,
+        }
 
     def _hears(self, npc: str, u: PositionUpdate) -> bool:
         """Whether `live[npc]` stays fresh: our own bot, or a region we hear."""
@@ -489,7 +512,7 @@ class Node:
 
     def status_changed(self, npc_id: str, status: str) -> None:
         """Tell every replica's viewers (the store already has it)."""
-        self._announce({"k": "status", "id": npc_id, "status": status})
+        self._announce(Status(npc=npc_id, status=status))
 
     def accept_metric(self, row: MetricRow) -> None:
         self.metrics.add(row)
@@ -511,66 +534,62 @@ class Node:
             )
 
     def bot_joined(self, npc_id: str) -> None:
-        self._announce({"k": "joined", "id": npc_id})
+        self._announce(Joined(npc=npc_id))
 
     def bot_left(self, npc_id: str) -> None:
-        self._announce({"k": "left", "id": npc_id})
+        self._announce(Left(npc=npc_id))
 
     def npc_deleted(self, npc_id: str) -> None:
         """Forget the NPC everywhere and close its bot (4404) on whichever replica holds it."""
-        self._announce({"k": "deleted", "id": npc_id})
+        self._announce(Deleted(npc=npc_id))
 
     def kick_elsewhere(self, npc_id: str, holder: str) -> None:
         """A newer connection for the NPC arrived here: the older one elsewhere closes (4409)."""
-        self.bus.publish(
-            command_channel(holder), _pack({"r": self.replica, "k": "kick", "id": npc_id})
-        )
+        self._publish(command_channel(holder), Kick(npc=npc_id))
 
-    def _announce(self, event: dict[str, Any]) -> None:
+    def _announce(self, event: Event) -> None:
         """Apply an event locally and publish it to the other replicas."""
-        self._apply_event(event)
-        event["r"] = self.replica
-        self.bus.publish(EVENTS, _pack(event))
+        self._apply_event(None, event)
+        self._publish(EVENTS, event)
 
-    def _apply_event(self, event: dict[str, Any]) -> None:
-        kind = event["k"]
-        if kind == "online":
-            self._apply_held(event["r"], event["ids"])
-        elif kind == "sync":
-            if event.get("to") in (self.replica, "*"):
-                self._announce_held()
-        elif kind == "status":
-            npc = event["id"]
-            self.recent_status[npc] = event["status"]
-            self.hub.broadcast_message(
-                {"type": "status", "id": npc, "status": event["status"]}, self.live.get(npc)
-            )
-        elif kind in ("joined", "left"):
-            npc = event["id"]
-            sender = event.get("r")
-            if sender is not None:  # another replica's bot
-                changed = (
-                    self.peers.joined(npc, sender)
-                    if kind == "joined"
-                    else self.peers.left(npc, sender)
+    def _apply_event(self, sender: str | None, event: Event) -> None:
+        """An event from another replica (`sender`), or from this one (None)."""
+        match event:
+            case Online(npcs) if sender is not None:
+                self._apply_held(sender, npcs)
+            case Sync(to):
+                if to in (self.replica, EVERYONE):
+                    self._announce_held()
+            case Status(npc, status):
+                self.recent_status[npc] = status
+                self.hub.broadcast_message(
+                    {"type": "status", "id": npc, "status": status}, self.live.get(npc)
                 )
-                if not changed:
-                    return  # a full list (`online`) or the silence rule told viewers already
-            self.tell_viewers(kind, npc, self.live.get(npc))
-        elif kind == "deleted":
-            npc = event["id"]
-            about = self.live.pop(npc, None)
-            self._forgotten.discard(npc)
-            self._live_ts.pop(npc, None)
-            self.recent_status.pop(npc, None)
-            self.coalescer.discard(npc)
-            self.positions.discard(npc)
-            self.registrations.discard(npc)
-            bot = self.hub.bots.get(npc)
-            if bot is not None:
-                bot.announce_left = False  # the `left` below is the only one
-                self._spawn_close(bot, CloseCode.DELETED, "npc deleted")
-            self.tell_viewers("left", npc, about)
+            # A peer's `joined` / `left` already known: a full list (`Online`) or the silence
+            # rule told the viewers.
+            case Joined(npc):
+                if sender is None or self.peers.joined(npc, sender):
+                    self.tell_viewers("joined", npc, self.live.get(npc))
+            case Left(npc):
+                if sender is None or self.peers.left(npc, sender):
+                    self.tell_viewers("left", npc, self.live.get(npc))
+            case Deleted(npc):
+                self._forget(npc)
+
+    def _forget(self, npc: str) -> None:
+        """A deleted NPC: gone from every view; its bot, if here, closes (4404)."""
+        about = self.live.pop(npc, None)
+        self._forgotten.discard(npc)
+        self._live_ts.pop(npc, None)
+        self.recent_status.pop(npc, None)
+        self.coalescer.discard(npc)
+        self.positions.discard(npc)
+        self.registrations.discard(npc)
+        bot = self.hub.bots.get(npc)
+        if bot is not None:
+            bot.announce_left = False  # the `left` below is the only one
+            self._spawn_close(bot, CloseCode.DELETED, "npc deleted")
+        self.tell_viewers("left", npc, about)
 
     def _on_history_entry(self, entry: Entry) -> None:
         """A numbered event (from this replica or another): keep it, show it."""
@@ -582,28 +601,42 @@ class Node:
 
     # -- the bus ------------------------------------------------------------------------------
 
+    def _publish(self, channel: str, message: Message) -> None:
+        self.bus.publish(channel, encode(self.replica, message))
+
     def on_bus_message(self, channel: str, payload: bytes) -> None:
+        """Another replica's message (the bus never hands us our own)."""
         try:
-            msg = msgpack.unpackb(payload, raw=False)
-            sender = msg.get("r")
-            if sender == self.replica:
-                return
+            sender, message = decode(payload)
+        except BadMessage as exc:
+            self.bus_rejected += 1
+            log.warning("bus: dropping a message on %s: %s", channel, exc)
+            return
+        try:
             if self.peers.heard(sender, time.monotonic()):
                 # New to us, or back after a gap: ask for its bots (ours go along unasked).
-                self.bus.publish(EVENTS, _pack({"r": self.replica, "k": "sync", "to": sender}))
+                self._publish(EVENTS, Sync(to=sender))
                 self._announce_held()
-            if is_positions_channel(channel):
-                self._apply_remote_window(msg["ts"], msg["u"])
-            elif channel == EVENTS:
-                self._apply_event(msg)
-            elif channel == WORLD:
-                self.world.apply_rows(msg["s"])
-            elif channel == command_channel(self.replica):
-                self._on_command_channel(msg)
+            self._dispatch(sender, message)
         except Exception:
             log.exception("bad bus message on %s", channel)
 
-    def _apply_remote_window(self, ts: int, rows: list[list[Any]]) -> None:
+    def _dispatch(self, sender: str, message: Message) -> None:
+        match message:
+            case PositionsWindow(ts, rows):
+                self._apply_remote_window(ts, rows)
+            case WorldSections(rows):
+                self.world.apply_rows(rows)
+            case Command() | CommandOutcome():
+                self.commands.on_bus(sender, message)
+            case Drain(npc):  # a command was queued for a bot we hold
+                self.tasks.spawn(self.commands.on_drain(npc), "deliver-queued")
+            case Kick(npc):
+                self._kicked(npc)
+            case _:
+                self._apply_event(sender, message)
+
+    def _apply_remote_window(self, ts: int, rows: Sequence[PositionRow]) -> None:
         """Another replica's window: merged into our viewers' view unless it is older than what
         they already have for an NPC (a bot that moved between replicas: never go backwards)."""
         seen = self._live_ts
@@ -632,16 +665,12 @@ class Node:
                         del self.live[npc]
                         self._forgotten.add(npc)
 
-    def _on_command_channel(self, msg: dict[str, Any]) -> None:
-        if msg.get("k") in ("cmd", "cmd_ok"):
-            self.commands.on_bus(msg)
-        elif msg.get("k") == "drain":  # a command was queued for a bot we hold
-            self.tasks.spawn(self.commands.on_drain(msg["npc"]), "deliver-queued")
-        elif msg.get("k") == "kick":
-            bot = self.hub.bots.get(msg["id"])
-            if bot is not None:
-                bot.replaced = True
-                self._spawn_close(bot, CloseCode.REPLACED, "replaced by a newer connection")
+    def _kicked(self, npc: str) -> None:
+        """A newer connection for the NPC arrived on another replica: ours closes (4409)."""
+        bot = self.hub.bots.get(npc)
+        if bot is not None:
+            bot.replaced = True
+            self._spawn_close(bot, CloseCode.REPLACED, "replaced by a newer connection")
 
     async def _npc_known(self, npc_id: str) -> bool:
         """Whether the NPC is registered; while the database is down, assume it is (a

@@ -12,7 +12,7 @@ viewers missed (§6.4).
 
 from __future__ import annotations
 
-from collections.abc import KeysView
+from collections.abc import KeysView, Sequence
 
 
 class PeerWatch:
@@ -32,7 +32,7 @@ class PeerWatch:
         self._last_heard[replica] = now
         return last is None or now - last >= self.gap_s
 
-    def replace(self, replica: str, npcs: list[str]) -> tuple[list[str], list[str]]:
+    def replace(self, replica: str, npcs: Sequence[str]) -> tuple[list[str], list[str]]:
         """`replica` holds exactly `npcs` now: (newly joined, gone) compared with what it
         had announced before."""
         now_held = set(npcs)

@@ -4,7 +4,8 @@ Guarantees every backend gives:
 - `publish` never blocks and never awaits the network: it enqueues, and the backend sends in
   order. When the backend is down, messages are dropped (counted), never queued without bound.
 - Messages on one channel from one publisher are delivered in the order published.
-- A replica never receives its own messages.
+- A replica never receives its own messages: payloads are `gateway.bus.messages` envelopes,
+  which name their sender up front (a backend that hears its own drops them by that).
 - Delivery is at most once; after a reconnect the backend re-subscribes by itself.
 """
 

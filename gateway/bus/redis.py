@@ -2,8 +2,9 @@
 
 Guarantees (see base.py): `publish` is synchronous and never touches the network; a sender
 task drains a bounded queue, pipelining whatever piled up into one round trip, in order.
-While Redis is unreachable, or the queue is full, messages are dropped and counted. Payloads
-travel in a msgpack envelope `[sender, payload]` so a replica can drop its own echoes. Both
+While Redis is unreachable, or the queue is full, messages are dropped and counted. Redis
+echoes a replica's messages back to it: they are dropped by their envelope's first bytes
+(`gateway.bus.messages.sender_prefix`), undecoded. Both
 connections reconnect by themselves (exponential backoff with jitter, capped) and the
 subscriber re-subscribes; delivery is at most once. Region channels (`set_positions`) change
 on the live subscription from a task of their own, and a reconnect subscribes to the latest set.
@@ -18,7 +19,6 @@ import random
 from collections import deque
 from typing import Any
 
-import msgpack
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
@@ -26,6 +26,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.bus.base import EVENTS, POSITIONS_PATTERN, WORLD, BusHandler, command_channel
+from gateway.bus.messages import sender_prefix
 from gateway.redis_pool import redis_client
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class RedisBus:
         self._socket_timeout_s = socket_timeout_s
         self._ping_interval_s = ping_interval_s
         self._replica = ""
+        self._own = b""  # how this replica's payloads start: its echoes
         self._handler: BusHandler | None = None
         self._queue: deque[tuple[str, bytes]] = deque()
         self._wakeup = asyncio.Event()
@@ -101,6 +103,7 @@ class RedisBus:
         """Connect and subscribe. Waits for the first attempt of each connection only: a
         replica whose Redis is down still starts, and the bus connects when Redis appears."""
         self._replica = replica
+        self._own = sender_prefix(replica)
         self._handler = handler
         self._pub = _client(self._url, self._connect_timeout_s, self._socket_timeout_s)
         self._sub = _client(self._url, self._connect_timeout_s, self._socket_timeout_s)
@@ -205,16 +208,14 @@ class RedisBus:
 
     async def _send(self, batch: list[tuple[str, bytes]]) -> None:
         assert self._pub is not None
-        sender = self._replica
-        packed = [(channel, msgpack.packb((sender, payload))) for channel, payload in batch]
-        if len(packed) == 1:
-            await self._pub.publish(*packed[0])
+        if len(batch) == 1:
+            await self._pub.publish(*batch[0])
         else:
             async with self._pub.pipeline(transaction=False) as pipe:
-                for channel, envelope in packed:
-                    pipe.publish(channel, envelope)
+                for channel, payload in batch:
+                    pipe.publish(channel, payload)
                 await pipe.execute()
-        self.published_bytes += sum(len(envelope) for _, envelope in packed)
+        self.published_bytes += sum(len(payload) for _, payload in batch)
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -315,14 +316,9 @@ class RedisBus:
             if msg["type"] in ("message", "pmessage"):
                 self._deliver(msg["channel"], msg["data"])
 
-    def _deliver(self, channel: bytes, data: bytes) -> None:
-        try:
-            sender, payload = msgpack.unpackb(data)
-        except (ValueError, TypeError, msgpack.UnpackException):
-            log.warning("bus: dropping a malformed message on %r", channel)
-            return
-        self.received_bytes += len(data)  # what came over the wire, own echoes included
-        if sender == self._replica or self._handler is None:
+    def _deliver(self, channel: bytes, payload: bytes) -> None:
+        self.received_bytes += len(payload)  # what came over the wire, own echoes included
+        if payload.startswith(self._own) or self._handler is None:
             return
         self.received += 1
         try:

@@ -14,12 +14,19 @@ import pytest
 
 from gateway.bus.base import EVENTS, Bus, command_channel
 from gateway.bus.memory import MemoryBroker, MemoryBus
+from gateway.bus.messages import Status, encode
 from gateway.bus.redis import RedisBus
 from gateway.regions import region_channel
 
 POSITIONS = region_channel("overworld", 0, 0)
 
 DEADLINE_S = 10.0
+
+
+def note(sender: str, text: str) -> bytes:
+    """A payload as replicas publish them: in an envelope naming `sender`, which is how a
+    backend that hears its own messages (Redis) recognises them."""
+    return encode(sender, Status(npc="n1", status=text))
 
 
 class Recorder:
@@ -73,14 +80,25 @@ async def test_message_reaches_other_replica_not_sender(make_bus: MakeBus) -> No
     a, got_a = await make_bus("A")
     b, got_b = await make_bus("B")
 
-    a.publish(POSITIONS, b"pos-1")
-    await until(lambda: got_b.payloads() == [b"pos-1"], "B to receive A's message")
-    assert got_b.messages == [(POSITIONS, b"pos-1")]
+    a.publish(POSITIONS, note("A", "pos-1"))
+    await until(lambda: got_b.payloads() == [note("A", "pos-1")], "B to receive A's message")
+    assert got_b.messages == [(POSITIONS, note("A", "pos-1"))]
 
     # Fence: B answers after seeing pos-1, so A would have had pos-1 before the fence.
-    b.publish(EVENTS, b"fence")
+    b.publish(EVENTS, note("B", "fence"))
     await until(lambda: bool(got_a.messages), "A to receive B's fence")
-    assert got_a.messages == [(EVENTS, b"fence")]
+    assert got_a.messages == [(EVENTS, note("B", "fence"))]
+
+
+async def test_a_replica_whose_name_starts_another_is_not_it(make_bus: MakeBus) -> None:
+    a, got_a = await make_bus("A")
+    ab, got_ab = await make_bus("AB")
+    a.publish(EVENTS, note("A", "from-A"))
+    await until(lambda: bool(got_ab.messages), "AB to hear A")
+    ab.publish(EVENTS, note("AB", "from-AB"))  # fence: AB sends after it heard A
+    await until(lambda: bool(got_a.messages), "A to hear AB")
+    assert got_ab.payloads() == [note("A", "from-A")]
+    assert got_a.payloads() == [note("AB", "from-AB")]
 
 
 async def test_order_kept_per_publisher(make_bus: MakeBus) -> None:
@@ -100,6 +118,8 @@ async def test_order_kept_per_publisher(make_bus: MakeBus) -> None:
 async def test_binary_payloads_survive(make_bus: MakeBus) -> None:
     a, _ = await make_bus("A")
     _, got_b = await make_bus("B")
+    # Any bytes travel; only envelopes (`note`) are told apart as the sender's echoes, so
+    # tests that look at the sender's side publish those.
     payloads = [b"", bytes(range(256)), b"\x00" * 70_000]
     for payload in payloads:
         a.publish(EVENTS, payload)
@@ -112,13 +132,14 @@ async def test_command_channel_reaches_only_named_replica(make_bus: MakeBus) -> 
     _, got_b = await make_bus("B")
     _, got_c = await make_bus("C")
 
-    a.publish(command_channel("B"), b"cmd-for-B")
-    a.publish(EVENTS, b"fence")  # same publisher, later: C gets it after any cmd-for-B
+    cmd, fence = note("A", "cmd-for-B"), note("A", "fence")
+    a.publish(command_channel("B"), cmd)
+    a.publish(EVENTS, fence)  # same publisher, later: C gets it after any cmd-for-B
 
     await until(lambda: len(got_b.messages) == 2, "B to receive the command and the fence")
-    assert got_b.messages == [(command_channel("B"), b"cmd-for-B"), (EVENTS, b"fence")]
+    assert got_b.messages == [(command_channel("B"), cmd), (EVENTS, fence)]
     await until(lambda: bool(got_c.messages), "C to receive the fence")
-    assert got_c.messages == [(EVENTS, b"fence")]
+    assert got_c.messages == [(EVENTS, fence)]
     assert got_a.messages == []
 
 
@@ -126,7 +147,7 @@ async def test_counters(make_bus: MakeBus) -> None:
     a, _ = await make_bus("A")
     b, got_b = await make_bus("B")
     for i in range(3):
-        a.publish(POSITIONS, b"x%d" % i)
+        a.publish(POSITIONS, note("A", f"x{i}"))
     await until(lambda: len(got_b.messages) == 3, "three messages")
     await until(lambda: a.stats()["published"] == 3, "A to count three sent")
 
@@ -135,8 +156,8 @@ async def test_counters(make_bus: MakeBus) -> None:
     assert (sa["published"], sa["received"], sa["dropped"]) == (3, 0, 0)
     assert (sb["published"], sb["received"], sb["dropped"]) == (0, 3, 0)
     assert sa["connected"] is True and sb["connected"] is True
-    # Bytes (§6.7): at least the payloads (Redis adds its envelope and counts the echoes of
-    # its own messages that reach it: what came in over the wire).
+    # Bytes (§6.7): at least the payloads (Redis counts the echoes of its own messages that
+    # reach it too: what came in over the wire).
     assert sa["published_bytes"] >= 6 and sb["published_bytes"] == 0
     assert sb["received_bytes"] >= 6
 

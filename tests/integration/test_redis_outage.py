@@ -14,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.bus.base import EVENTS
+from gateway.bus.messages import Status, encode
 from gateway.bus.redis import RedisBus
 from gateway.cache.redis import RedisCache
 from gateway.presence.redis import PresenceUnavailable, RedisPresence
@@ -87,19 +88,19 @@ async def test_bus_drops_while_down_and_recovers_by_itself(server: RedisServer) 
         server.start()
         n = 0
 
-        def flowing(bus: RedisBus, peer: Recorder, tag: bytes) -> Callable[[], bool]:
+        def flowing(bus: RedisBus, sender: str, peer: Recorder) -> Callable[[], bool]:
             def check() -> bool:
                 nonlocal n
                 n += 1
-                bus.publish(EVENTS, tag + b"%d" % n)
-                return any(p.startswith(tag) for p in peer.payloads)
+                bus.publish(EVENTS, encode(sender, Status(npc="n1", status=f"after-{n}")))
+                return any(sender.encode() in p for p in peer.payloads)
 
             return check
 
-        await until(flowing(a, got_b, b"a-after-"), "A -> B after the restart")
-        await until(flowing(b, got_a, b"b-after-"), "B -> A after the restart")
+        await until(flowing(a, "A", got_b), "A -> B after the restart")
+        await until(flowing(b, "B", got_a), "B -> A after the restart")
         await until(lambda: a.stats()["connected"] and b.stats()["connected"], "connected")
-        assert not any(p.startswith(b"a-") for p in got_a.payloads)  # still no echoes
+        assert not any(b"A" in p for p in got_a.payloads)  # still no echoes
         assert a.stats()["reconnects"] >= 1
     finally:
         await a.close()
