@@ -30,7 +30,7 @@ def tune_gc() -> None:
 
 
 async def serve(settings: Settings, host: str, port: int, reuse_port: bool = False) -> None:
-    from gateway.app import create_app, make_runner
+    from gateway.app import create_app, make_runner, shut_down
     from gateway.keys import NODE
 
     app = create_app(settings)
@@ -59,9 +59,7 @@ async def serve(settings: Settings, host: str, port: int, reuse_port: bool = Fal
     print(f"gateway {settings.replica_id} listening on http://{host}:{port}", flush=True)
     await stop.wait()
     log.info("draining")
-    # Drain while still listening: health answers `draining`, new sockets are refused.
-    await app[NODE].drain()
-    await runner.cleanup()
+    await shut_down(runner)
     log.info("stopped")
 
 

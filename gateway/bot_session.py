@@ -244,9 +244,8 @@ class BotSession:
         self.deadline.cancel()
         for job in self._jobs or ():
             job.cancel()
-        canceller = getattr(node, "worker_pool", None)
-        if canceller is not None:
-            canceller.cancel_owner(owner_key("npc", self.npc_id))
+        if node.worker_pool is not None:
+            node.worker_pool.cancel_owner(owner_key("npc", self.npc_id))
         if node.hub.detach_bot(self) and not self.replaced:
             await node.presence.release(self.npc_id, node.replica)
             if self.announce_left:
@@ -358,7 +357,7 @@ class BotSession:
         job.add_done_callback(self._jobs.discard)
 
     def _start_job(self, kind: str, ref: Any, msg: dict[str, Any]) -> None:
-        pool = getattr(self.node, "worker_pool", None)
+        pool = self.node.worker_pool
         if pool is None:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "pathfinding is not available", ref)
         from gateway.workers import run_mining_plan, run_path

@@ -12,7 +12,7 @@ import gc
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.breaker import (
     BREAKER_NAMES,
@@ -83,6 +83,9 @@ from gateway.writers import (
     StatusWriter,
 )
 
+if TYPE_CHECKING:
+    from gateway.workers import WorkerPool
+
 log = logging.getLogger(__name__)
 
 PRESENCE_HEARTBEAT_S = 5.0  # a third of the Redis presence TTL (15 s)
@@ -108,6 +111,9 @@ class Node:
         cache: Cache,
         history: History,
         pending: PendingCommands,
+        *,
+        worker_pool: WorkerPool | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.settings = settings
         self.replica = settings.replica_id
@@ -178,7 +184,7 @@ class Node:
             self._write_metrics,
             settings.metrics_batch,
             settings.metrics_flush_ms,
-            journal=Journal(settings.journal_dir, "metrics") if settings.metrics_journal else None,
+            journal=journal,
         )
         self.profiles = ProfileUpdater(self.store.update_profile, self.registry.profile_changed)
         # Bots that connected while the database was down: registered before their data.
@@ -196,7 +202,8 @@ class Node:
         self._gc_full_collections = 0
         self._gc_last_pause_s = 0.0
         self.state = "starting"  # -> "ok" -> "draining"
-        self.worker_pool: Any = None  # set by the app when pathfinding is available
+        self._drained: asyncio.Future[None] | None = None
+        self.worker_pool = worker_pool  # None: this build has no pathfinding
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -213,6 +220,7 @@ class Node:
         self.profiles.start()
         if self.ticker is not None:
             self.ticker.start()
+        self.tasks.run_loop(self.hub.watch_stalls(), "stall-watcher")
         self.tasks.run_loop(self._presence_heartbeat(), "presence")
         self.tasks.run_loop(self._retention_loop(), "metrics-retention")
         self.tasks.run_loop(self._collect_loop(), "gc-full")
@@ -348,7 +356,13 @@ class Node:
 
     async def drain(self, deadline_s: float = 10.0) -> None:
         """Shutdown: answer what is in flight, stop ticking, deliver and write the current
-        window, close every socket."""
+        window, close every socket. Once: every caller (the signal, the app's shutdown hook,
+        the replica's exit) awaits the same drain."""
+        if self._drained is None:
+            self._drained = asyncio.ensure_future(self._drain(deadline_s))
+        await asyncio.shield(self._drained)
+
+    async def _drain(self, deadline_s: float) -> None:
         self.state = "draining"  # no new connections from here on
         # Path requests, acks, queued commands being delivered: answered before the sockets
         # close, if they can be within the deadline.

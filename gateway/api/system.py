@@ -34,7 +34,6 @@ async def health(request: web.Request) -> web.Response:
 
 def performance_figures(node: Node) -> dict[str, Any]:
     pool = node.worker_pool
-    bridge_breakers = getattr(node, "breakers", None)
     return {
         "replica": node.replica,
         "database": node.store.stats(),
@@ -43,7 +42,7 @@ def performance_figures(node: Node) -> dict[str, Any]:
         "workerPool": pool.stats()
         if pool is not None
         else {"totalWorkers": 0, "busyWorkers": 0, "queuedTasks": 0, "totalTasksProcessed": 0},
-        "circuitBreakers": bridge_breakers.stats() if bridge_breakers is not None else {},
+        "circuitBreakers": node.breakers.stats(),
         "connections": node.hub.stats(),
         "bus": {**node.bus.stats(), **node.region_stats()},
         "tick": node.ticker.stats() if node.ticker is not None else {"periodMs": 0},
