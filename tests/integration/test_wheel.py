@@ -28,7 +28,8 @@ def _run(*cmd: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with the wheel and its locked dependencies; returns its bin/."""
+    """A fresh venv with the wheel, the server extra and their locked dependencies; returns its
+    bin/."""
     root = tmp_path_factory.mktemp("wheel")
     src = root / "src"
     src.mkdir()
@@ -44,7 +45,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (wheel,) = (root / "dist").glob("aicraft_gateway-*.whl")
     _run(sys.executable, "-m", "venv", root / "venv", cwd=root)
     pip = root / "venv" / "bin" / "pip"
-    _run(pip, "install", "-q", "-c", REPO / "requirements.lock", wheel, cwd=root)
+    _run(pip, "install", "-q", "-c", REPO / "requirements.lock", f"{wheel}[server]", cwd=root)
     return root / "venv" / "bin"
 
 
