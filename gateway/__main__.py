@@ -1,21 +1,32 @@
-"""Command line: `serve`, `token`, `migrate` (contract §1)."""
+"""Command line: `serve`, `token`, `migrate` (contract §1), `simulate`.
+
+Each command imports what it runs when it runs, so `token` loads no server and no simulator.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import gc
+import importlib.util
 import logging
 import os
 import signal
 import sys
 
-from aiohttp import web
-
+from gateway import simulate_cli
 from gateway.auth import DEFAULT_TTL_S, Role, issue_token
 from gateway.config import ConfigError, Settings
 
 log = logging.getLogger("gateway")
+
+# The `server` extra's packages (uvloop is optional): the SDK-only install has none of them.
+SERVER_MODULES = ("aiohttp", "asyncpg", "redis", "prometheus_client", "numpy", "numba")
+
+
+def missing_server_modules() -> list[str]:
+    """The server's packages this install lacks (found without importing them)."""
+    return [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
 
 
 def tune_gc() -> None:
@@ -30,6 +41,8 @@ def tune_gc() -> None:
 
 
 async def serve(settings: Settings, host: str, port: int, reuse_port: bool = False) -> None:
+    from aiohttp import web
+
     from gateway.app import create_app, make_runner, shut_down
     from gateway.keys import NODE
 
@@ -83,6 +96,15 @@ def _run(coro: object) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
+    missing = missing_server_modules()
+    if missing:
+        # An SDK-only install (`pip install aicraft-gateway`): one line, not an ImportError.
+        print(
+            f"aicraft-gateway: the server is not installed (no {', '.join(missing)}):"
+            " pip install 'aicraft-gateway[server]'",
+            file=sys.stderr,
+        )
+        return 2
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run one gateway replica")
@@ -101,12 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     p_token.add_argument("--sub", required=True)
     p_token.add_argument("--ttl", type=int, default=DEFAULT_TTL_S, help="seconds (default 1 day)")
     sub.add_parser("migrate", help="apply schema/ to the configured database")
-    from gateway import simulate
-
-    simulate.add_cli(sub)
+    simulate_cli.add_cli(sub)
     args = parser.parse_args(argv)
     if args.command == "simulate":
-        return simulate.main(args)
+        return simulate_cli.main(args)
 
     try:
         settings = Settings.from_env()

@@ -425,8 +425,7 @@ async def amain(args: argparse.Namespace) -> int:
         args.targets = [t for t in args.targets if t != "peer"]
     pg: Any = None
     if args.db == "postgres":
-        sys.path.insert(0, str(REPO))
-        from tests.servers import PostgresServer
+        from gateway.testing.postgres_server import PostgresServer
 
         pg = PostgresServer()
         await asyncio.to_thread(pg.start)

@@ -22,14 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import orjson
+from websockets.asyncio.client import connect
 
-import orjson  # noqa: E402
-from websockets.asyncio.client import connect  # noqa: E402
-
-from gateway.auth import issue_token  # noqa: E402
-from tests.harness import GatewayProcess  # noqa: E402
+from gateway.auth import issue_token
+from gateway.testing.gateway_process import GatewayProcess
 
 PARALLEL = 100  # connections opened at once
 HOLD_S = 8.0  # each wave's bots stay this long by default, sending a position a second

@@ -19,7 +19,7 @@ Redis traffic, two sources, both over the sending window only:
   divided by ticks and replicas. The two should agree.
 
 PostgreSQL and Redis come from GATEWAY_DATABASE_URL / GATEWAY_REDIS_URL, or are throwaway
-servers (tests/servers.py, tests/redis_server.py). Figures are printed, never asserted.
+servers (gateway/testing/). Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -38,14 +38,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
+import loadgen  # (scripts/loadgen.py: bot workers, latency histogram)
 
-import loadgen  # noqa: E402  (scripts/loadgen.py: bot workers, latency histogram)
-from cluster import ClusterBackends, free_port, start_replicas  # noqa: E402
-
-from gateway.auth import issue_token  # noqa: E402
+from gateway.auth import issue_token
+from gateway.testing.backends import ClusterBackends
+from gateway.testing.gateway_process import start_replicas
+from gateway.testing.net import free_port
 
 LAT_SAMPLES_PER_CLASS = 64  # per frame: bounded work per frame for the viewer process
 

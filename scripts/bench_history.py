@@ -8,7 +8,7 @@
              from connect to the last replayed event, and the bytes of the replay (JSON and
              msgpack)
 
-Starts a throwaway Redis (tests/redis_server.py); the gateway runs in this process on SQLite.
+Starts a throwaway Redis (gateway/testing/); the gateway runs in this process on SQLite.
 Prints one line per figure (median of --runs runs).
 
     python scripts/bench_history.py [--events 10000] [--runs 3]
@@ -33,8 +33,8 @@ import orjson
 
 from gateway.history import Entry, History, MemoryHistory
 from gateway.history.redis import RedisHistory
+from gateway.testing.redis_server import RedisServer
 from tests.harness import gateway_settings, running_gateway, token
-from tests.redis_server import RedisServer
 
 
 def median(xs: list[float]) -> float:

@@ -4,7 +4,7 @@
     python scripts/bench_regions.py --replicas 2 4 --seconds 5 --bots 10
 
 N small replicas (one process each, 1 pathfinding worker) share one PostgreSQL and one Redis
-(GATEWAY_DATABASE_URL / GATEWAY_REDIS_URL, or throwaway servers). Replica i holds `--bots`
+(GATEWAY_DATABASE_URL / GATEWAY_REDIS_URL, or throwaway servers). GatewayProcess i holds `--bots`
 bots that walk inside region i (a 512x512 block square of the overworld) at `--hz` updates
 per second, and one viewer. Two phases on the same running replicas:
 - *all*: every viewer has no filter, so every replica hears every region: what one
@@ -22,26 +22,23 @@ import argparse
 import asyncio
 import secrets
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
+import aiohttp
 
-import aiohttp  # noqa: E402
-from cluster import ClusterBackends, Replica, free_port, start_replicas  # noqa: E402
-
-from gateway.auth import issue_token  # noqa: E402
-from gateway.client import BotClient, ViewerClient  # noqa: E402
+from gateway.auth import issue_token
+from gateway.client import BotClient, ViewerClient
+from gateway.testing.backends import ClusterBackends
+from gateway.testing.gateway_process import GatewayProcess, start_replicas
+from gateway.testing.net import free_port
 
 REGION = 512
 
 
-async def _received(session: aiohttp.ClientSession, replica: Replica, tok: str) -> int:
+async def _received(session: aiohttp.ClientSession, replica: GatewayProcess, tok: str) -> int:
     async with session.get(
         replica.http + "/api/performance", headers={"Authorization": f"Bearer {tok}"}
     ) as resp:
@@ -61,7 +58,11 @@ async def _walk(bots: list[tuple[int, BotClient]], hz: float, stop: asyncio.Even
 
 
 async def _phase(
-    replicas: list[Replica], viewers: list[ViewerClient], regions: bool, seconds: float, tok: str
+    replicas: list[GatewayProcess],
+    viewers: list[ViewerClient],
+    regions: bool,
+    seconds: float,
+    tok: str,
 ) -> float:
     for i, viewer in enumerate(viewers):
         if regions:

@@ -4,7 +4,7 @@ rows in daily partitions, and what the retention's partition drop costs concurre
     python scripts/bench_retention.py                 # 10 million rows over 10 days
     python scripts/bench_retention.py --rows 2000000  # smaller
 
-A throwaway PostgreSQL server (tests/servers.py) holds the data; it is removed at the end.
+A throwaway PostgreSQL server (gateway/testing/) holds the data; it is removed at the end.
 Figures are printed; nothing is asserted (speed is not a test).
 """
 
@@ -16,15 +16,11 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from gateway.store.postgres import PostgresStore, _ensure_partition  # noqa: E402
-from gateway.store.retention import DAY_MS  # noqa: E402
-from gateway.types import MetricRow  # noqa: E402
-from tests.servers import PostgresServer  # noqa: E402
+from gateway.store.postgres import PostgresStore, _ensure_partition
+from gateway.store.retention import DAY_MS
+from gateway.testing.postgres_server import PostgresServer
+from gateway.types import MetricRow
 
 NPCS = 1000
 DAYS = 10

@@ -11,7 +11,7 @@ SQLite candidates:
   executemany  UPDATE … WHERE id = ?, once per NPC, in one transaction (SqliteStore's way)
 
 Prints the median ms per batch over --runs runs (after one warm-up run).
-Without --dsn it starts a throwaway PostgreSQL (tests/servers.py).
+Without --dsn it starts a throwaway PostgreSQL (gateway/testing/).
 
     python scripts/bench_store.py [--dsn postgresql://…] [--sizes 1000 5000] [--runs 7]
 """
@@ -23,13 +23,10 @@ import asyncio
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg
 
@@ -206,7 +203,7 @@ async def main() -> None:
     server = None
     dsn = args.dsn
     if dsn is None:
-        from tests.servers import PostgresServer
+        from gateway.testing.postgres_server import PostgresServer
 
         server = PostgresServer()
         server.start()

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import os
 import secrets
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,12 +30,9 @@ import aiohttp
 import msgpack
 from websockets.asyncio.client import connect
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from gateway.auth import issue_token  # noqa: E402
-from tests.harness import GatewayProcess  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from gateway.auth import issue_token
+from gateway.testing.gateway_process import GatewayProcess
+from gateway.testing.redis_server import RedisServer
 
 SECRET = secrets.token_urlsafe(48)
 

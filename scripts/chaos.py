@@ -39,16 +39,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import asyncpg
+import jwt
 
-import asyncpg  # noqa: E402
-import jwt  # noqa: E402
-
-from gateway.client import BotClient, ViewerClient  # noqa: E402
-from scripts.cluster import Nginx, Replica, free_port, start_replicas  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
-from tests.servers import PostgresServer  # noqa: E402
+from gateway.client import BotClient, ViewerClient
+from gateway.testing.gateway_process import GatewayProcess, start_replicas
+from gateway.testing.net import free_port
+from gateway.testing.nginx import Nginx
+from gateway.testing.postgres_server import PostgresServer
+from gateway.testing.redis_server import RedisServer
 
 METRIC = "chaos"
 FLUSH_MS = 500  # replicas' metrics flush
@@ -256,7 +255,7 @@ class Cluster:
         self.secret = secret
         self.pg = PostgresServer()
         self.redis = RedisServer()
-        self.replicas: list[Replica] = []
+        self.replicas: list[GatewayProcess] = []
         self.nginx: Nginx | None = None
         self.db_url = ""
 
@@ -354,9 +353,9 @@ def faults_for(cluster: Cluster, plan: Plan, ledger: Ledger) -> list[Fault]:
         ledger.kills.append((b.name, time.time(), held))
         b.kill()
 
-    def restart(replica: Replica) -> Callable[[], None]:
+    def restart(replica: GatewayProcess) -> Callable[[], None]:
         def go() -> None:
-            replica.start()
+            replica.spawn()
             replica.wait_ready(60)
 
         return go

@@ -1,10 +1,10 @@
-"""Shared fixtures. Real-server fixtures live in their own plugins:
-tests/servers.py (throwaway PostgreSQL) and tests/redis_server.py (throwaway Redis)."""
+"""Shared fixtures. The real-server fixtures (throwaway PostgreSQL and Redis) are a plugin of
+their own: tests/servers.py."""
 
 import os
 from pathlib import Path
 
-pytest_plugins = ["tests.servers", "tests.redis_server"]
+pytest_plugins = ["tests.servers"]
 
 # The Node 22 that scripts/install-system-deps.sh puts in .tools/ on machines whose node is older
 # (the Makefile does the same): tests run the node the Mineflayer packages were installed for.

@@ -10,11 +10,6 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -33,15 +28,12 @@ from gateway.bus import MemoryBroker
 from gateway.config import Settings, env_flag
 from gateway.keys import NODE
 from gateway.node import Node
+from gateway.testing import gateway_process
+from gateway.testing.net import Listener
+from gateway.testing.net import free_port as free_port  # re-exported: tests import it from here
 
 SECRET = "test-secret-" + "x" * 20
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def gateway_settings(data_dir: Path, **overrides: Any) -> Settings:
@@ -113,7 +105,7 @@ class Peer:
 
 
 @dataclasses.dataclass
-class RunningGateway:
+class RunningGateway(Listener):
     app: web.Application
     runner: web.AppRunner
     port: int
@@ -122,14 +114,6 @@ class RunningGateway:
     @property
     def node(self) -> Node:
         return self.app[NODE]
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
     async def peer(self, path: str, tok: str | None, *, encoding: str = "json", **kw: Any) -> Peer:
         protocols = [f"aicraft.v1.{encoding}"] if encoding else None
@@ -197,8 +181,9 @@ class Rest:
         await self.session.close()
 
 
-class GatewayProcess:
-    """`python -m gateway serve` as a real subprocess."""
+class GatewayProcess(gateway_process.GatewayProcess):
+    """`python -m gateway serve` as a real subprocess, from the checkout, with the tests' secret
+    unless `env` has another."""
 
     def __init__(
         self,
@@ -208,52 +193,4 @@ class GatewayProcess:
         command: list[str] | None = None,
         cwd: Path = REPO,
     ) -> None:
-        self.port = port or free_port()
-        self.env = {**os.environ, "GATEWAY_SECRET": SECRET, **env}
-        self.command = command or [sys.executable, "-m", "gateway"]
-        self.cwd = cwd
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def start(self, deadline_s: float = 30.0) -> None:
-        cmd = [*self.command, "serve", "--port", str(self.port)]
-        # Output goes to a file: a pipe nobody reads would block a chatty replica.
-        self.log = tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            cmd, cwd=self.cwd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
-        )
-        # The child has its own descriptor; ours, left open, would be collected (and warned
-        # about, an error here) in whichever test runs next: a failure that depends on order.
-        self.log.close()
-        end = time.monotonic() + deadline_s
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.output()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
-                return
-            time.sleep(0.05)
-        raise TimeoutError("gateway did not start listening")
-
-    def terminate(self, deadline_s: float = 30.0) -> tuple[int, str]:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=deadline_s)
-        self.log.close()  # output() reads it by name
-        return self.proc.returncode, self.output()
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc is not None:
-            self.log.close()  # output() reads it by name
+        super().__init__({"GATEWAY_SECRET": SECRET, **env}, port, command=command, cwd=cwd)

@@ -342,38 +342,15 @@ def world(node_modules: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         w.node.stop()
 
 
-class Gateway:
-    """The gateway subprocess, restartable on the same port and data dir."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.env = {
-            "GATEWAY_DATA_DIR": str(data_dir),
-            "GATEWAY_TICK_MS": "100",
-            "GATEWAY_WORKERS": "1",
-        }
-        self.port = free_port()
-        self.proc: GatewayProcess | None = None
-
-    def start(self) -> None:
-        self.proc = GatewayProcess(self.env, port=self.port)  # logs to a file, never a pipe
-        self.proc.start()
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gw = Gateway(tmp_path_factory.mktemp("gateway"))
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """The gateway subprocess; `start()` again restarts it on the same port and data dir."""
+    env = {
+        "GATEWAY_DATA_DIR": str(tmp_path_factory.mktemp("gateway")),
+        "GATEWAY_TICK_MS": "100",
+        "GATEWAY_WORKERS": "1",
+    }
+    gw = GatewayProcess(env)
     gw.start()
     try:
         yield gw
@@ -383,7 +360,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 @pytest.fixture(scope="module")
 def fleet(
-    world: World, gateway: Gateway, tmp_path_factory: pytest.TempPathFactory
+    world: World, gateway: GatewayProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fleet]:
     f = Fleet(world, gateway.ws, tmp_path_factory.mktemp("bots"))
     try:
@@ -421,7 +398,7 @@ def fleet(
 
 
 @pytest.fixture
-async def admin(gateway: Gateway) -> Any:
+async def admin(gateway: GatewayProcess) -> Any:
     rest = Rest(gateway.http, token("admin", "e2e-admin"))
     try:
         yield rest
@@ -430,7 +407,7 @@ async def admin(gateway: Gateway) -> Any:
 
 
 @pytest.fixture
-async def viewer(gateway: Gateway) -> Any:
+async def viewer(gateway: GatewayProcess) -> Any:
     v = await Viewer.open(gateway.ws)
     try:
         yield v
@@ -591,7 +568,7 @@ async def test_gateway_planner_goto_over_a_step_and_a_drop(
 
 @pytest.fixture(scope="module")
 def mappers(
-    world: World, gateway: Gateway, fleet: Fleet, tmp_path_factory: pytest.TempPathFactory
+    world: World, gateway: GatewayProcess, fleet: Fleet, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fleet]:
     """Two more bots whose bridges stream the world (--stream-world)."""
     f = Fleet(world, gateway.ws, tmp_path_factory.mktemp("mappers"), 2, "map_", ("--stream-world",))
@@ -644,7 +621,7 @@ async def test_two_bots_map_the_way_for_a_path_without_a_world(
 
 
 async def test_bots_reconnect_after_the_gateway_restarts(
-    world: World, fleet: Fleet, gateway: Gateway
+    world: World, fleet: Fleet, gateway: GatewayProcess
 ) -> None:
     mark = fleet.mark()
     gateway.kill()

@@ -17,7 +17,6 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -209,7 +208,7 @@ class Fuzzer:
         self.scan_log()
 
     def scan_log(self) -> None:
-        text = Path(self.gw.log.name).read_text(errors="replace")
+        text = self.gw.output()
         new, self.log_offset = text[self.log_offset :], len(text)
         for line in new.splitlines():
             if '"level":"error"' in line or '"level":"critical"' in line or "Traceback" in line:

@@ -23,10 +23,11 @@ from typing import Any
 import pytest
 
 from gateway.client import BotClient, ViewerClient
-from scripts.cluster import Replica, free_port, start_replicas
+from gateway.testing.gateway_process import GatewayProcess, start_replicas
+from gateway.testing.net import free_port
+from gateway.testing.postgres_server import PostgresServer
+from gateway.testing.redis_server import RedisServer
 from tests.harness import SECRET, Rest, token
-from tests.redis_server import RedisServer
-from tests.servers import PostgresServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -45,12 +46,12 @@ REPLICA_ENV = {
 # -- the cluster ----------------------------------------------------------------------------------
 @dataclass
 class Cluster:
-    replicas: list[Replica]
+    replicas: list[GatewayProcess]
     redis: RedisServer
     work: Path
     _rests: dict[str, Rest] = field(default_factory=dict)
 
-    def __getitem__(self, index: int) -> Replica:
+    def __getitem__(self, index: int) -> GatewayProcess:
         return self.replicas[index]
 
     def logs(self, chars: int = 1500) -> str:
@@ -66,7 +67,7 @@ def running_cluster(pg: PostgresServer, n: int) -> Iterator[Cluster]:
     work = Path(tempfile.mkdtemp(prefix="aicraft-cluster-test-"))
     redis = RedisServer()
     redis.start()
-    replicas: list[Replica] = []
+    replicas: list[GatewayProcess] = []
     try:
         db_url = pg.create_database(f"cluster_{uuid.uuid4().hex[:12]}")
         replicas = start_replicas(
@@ -141,7 +142,7 @@ async def until(
 class Watcher:
     """A ViewerClient plus every message it received, in order (from its first connection)."""
 
-    def __init__(self, replica: Replica) -> None:
+    def __init__(self, replica: GatewayProcess) -> None:
         self.replica = replica.name
         self.messages: list[dict[str, Any]] = []
         self.client = ViewerClient(
@@ -164,7 +165,7 @@ class Watcher:
 
 
 @contextlib.asynccontextmanager
-async def watchers(replicas: list[Replica]) -> AsyncIterator[list[Watcher]]:
+async def watchers(replicas: list[GatewayProcess]) -> AsyncIterator[list[Watcher]]:
     made = [Watcher(r) for r in replicas]
     try:
         await asyncio.gather(*(w.client.start() for w in made))
@@ -177,7 +178,7 @@ async def watchers(replicas: list[Replica]) -> AsyncIterator[list[Watcher]]:
 
 @contextlib.asynccontextmanager
 async def bots(
-    placement: list[tuple[str, Replica]], **options: Any
+    placement: list[tuple[str, GatewayProcess]], **options: Any
 ) -> AsyncIterator[dict[str, BotClient]]:
     made = {npc: BotClient(r.ws, token("npc", npc), **options) for npc, r in placement}
     try:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.testing.postgres_server import PostgresServer
 from tests.harness import Rest, RunningGateway, gateway_settings, running_gateway, token
-from tests.servers import PostgresServer
 
 pytestmark = pytest.mark.postgres
 

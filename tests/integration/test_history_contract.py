@@ -13,7 +13,7 @@ import pytest
 from gateway.history import Entry, History, MemoryHistory
 from gateway.history.memory import MemoryHistoryLog
 from gateway.history.redis import RedisHistory
-from tests.redis_server import RedisServer
+from gateway.testing.redis_server import RedisServer
 
 DEADLINE_S = 10.0
 

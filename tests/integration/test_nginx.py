@@ -1,4 +1,4 @@
-"""Through a real load balancer: nginx (scripts/cluster/nginx.conf.template) over 3 replicas.
+"""Through a real load balancer: nginx (gateway/testing/nginx.conf.template) over 3 replicas.
 
 Bots and a viewer connect through nginx with the SDK; the replica holding some bots is killed
 with SIGKILL; those bots reconnect by themselves, nginx sends them to the survivors, and the
@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 
 from gateway.client import BotClient, ViewerClient
-from scripts.cluster import Nginx, find_nginx, free_port
+from gateway.testing.net import free_port
+from gateway.testing.nginx import Nginx, find_nginx
+from gateway.testing.postgres_server import PostgresServer
 from tests.harness import Rest, token
 from tests.integration.test_cluster import WAIT_S, running_cluster, until
-from tests.servers import PostgresServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 

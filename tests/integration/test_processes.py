@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from gateway.client import BotClient, ViewerClient
-from scripts.cluster import REPO, free_port, http_status, replica_env
-from tests.harness import SECRET, token
+from gateway.testing.gateway_process import replica_env
+from gateway.testing.net import free_port, http_status
+from tests.harness import REPO, SECRET, token
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 

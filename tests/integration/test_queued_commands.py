@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from gateway.client import BotClient
+from gateway.testing.redis_server import RedisServer
 from tests.harness import Rest, RunningGateway, gateway_settings, running_gateway, token
-from tests.redis_server import RedisServer
 
 DEADLINE_S = 10.0
 

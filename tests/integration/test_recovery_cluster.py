@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 
 from gateway.client import BotClient, ViewerClient
-from scripts.cluster import Nginx, find_nginx, free_port
+from gateway.testing.net import free_port
+from gateway.testing.nginx import Nginx, find_nginx
+from gateway.testing.postgres_server import PostgresServer
 from tests.harness import Rest, token
 from tests.integration.test_cluster import running_cluster, until
-from tests.servers import PostgresServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 

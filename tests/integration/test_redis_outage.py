@@ -19,7 +19,7 @@ from gateway.bus.redis import RedisBus
 from gateway.cache.redis import RedisCache
 from gateway.presence.redis import PresenceUnavailable, RedisPresence
 from gateway.regions import region_channel
-from tests.redis_server import RedisServer
+from gateway.testing.redis_server import RedisServer
 
 POSITIONS = region_channel("overworld", 0, 0)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.redis_pool import REDIS_POOL_MAX
+from gateway.testing.redis_server import RedisServer
 from tests.harness import Rest, gateway_settings, running_gateway, token
-from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

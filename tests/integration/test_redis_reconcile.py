@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from gateway.client import BotClient, ViewerClient
+from gateway.testing.postgres_server import PostgresServer
+from gateway.testing.redis_server import RedisServer
 from tests.harness import RunningGateway, gateway_settings, running_gateway, token
-from tests.redis_server import RedisServer
-from tests.servers import PostgresServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 

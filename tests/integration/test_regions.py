@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from gateway.client import BotClient, ViewerClient
+from gateway.testing.postgres_server import PostgresServer
 from tests.harness import Rest, token
 from tests.integration.test_cluster import WAIT_S, Cluster, running_cluster, until
-from tests.servers import PostgresServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 

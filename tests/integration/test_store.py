@@ -16,8 +16,8 @@ from gateway.store.common import NPC_COLUMNS
 from gateway.store.migrations import discover
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
+from gateway.testing.postgres_server import PostgresServer
 from gateway.types import MetricRow, PositionUpdate
-from tests.servers import PostgresServer
 
 T = TypeVar("T")
 

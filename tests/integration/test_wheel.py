@@ -6,46 +6,21 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from gateway.client import BotClient
-from tests.harness import REPO, SECRET, GatewayProcess, Rest, free_port, token
-
-# What a wheel is built from: the files an sdist carries (MANIFEST.in), nothing of the checkout.
-SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "gateway", "schema", "docs")
-
-
-def _run(*cmd: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(
-        [str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, f"{cmd} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
+from tests.harness import SECRET, GatewayProcess, Rest, free_port, token
+from tests.wheel import build_wheel, run, venv_with
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with the wheel and its locked dependencies; returns its bin/."""
+    """A fresh venv with the wheel, the server extra and their locked dependencies; returns its
+    bin/."""
     root = tmp_path_factory.mktemp("wheel")
-    src = root / "src"
-    src.mkdir()
-    for name in SOURCES:
-        path = REPO / name
-        if path.is_dir():
-            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "_data"))
-        else:
-            shutil.copy2(path, src / name)
-    _run(
-        sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", root / "dist", src, cwd=root
-    )
-    (wheel,) = (root / "dist").glob("aicraft_gateway-*.whl")
-    _run(sys.executable, "-m", "venv", root / "venv", cwd=root)
-    pip = root / "venv" / "bin" / "pip"
-    _run(pip, "install", "-q", "-c", REPO / "requirements.lock", wheel, cwd=root)
-    return root / "venv" / "bin"
+    return venv_with(root, f"{build_wheel(root)}[server]")
 
 
 def _elsewhere(tmp_path: Path) -> tuple[Path, dict[str, str]]:
@@ -61,9 +36,9 @@ def _elsewhere(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 def test_migrate_from_another_directory_creates_the_tables(installed: Path, tmp_path: Path) -> None:
     cwd, env = _elsewhere(tmp_path)
-    out = _run(installed / "aicraft-gateway", "migrate", cwd=cwd, env=env)
+    out = run(installed / "aicraft-gateway", "migrate", cwd=cwd, env=env)
     assert "001_init" in out
-    again = _run(installed / "aicraft-gateway", "migrate", cwd=cwd, env=env)
+    again = run(installed / "aicraft-gateway", "migrate", cwd=cwd, env=env)
     assert "none pending" in again
 
 

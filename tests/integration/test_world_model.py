@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.simulate import Simulation
+from gateway.testing.postgres_server import PostgresServer
 from gateway.world.sections import SECTION_BYTES, section_of, set_bit
 from tests.harness import (
     SECRET,
@@ -24,7 +25,6 @@ from tests.harness import (
     running_gateway,
     token,
 )
-from tests.servers import PostgresServer
 
 
 def floor(y: int = 0) -> bytes:

@@ -1,15 +1,12 @@
-"""Throwaway Redis servers for the tests.
+"""Throwaway Redis servers for tests and benchmarks (tests/servers.py has the fixtures).
 
-`RedisServer` is a plain class (usable from scripts and benchmarks too): it runs
-`redis-server` on a free loopback port, without persistence, in its own temporary directory.
-`stop()` and `start()` again on the same port simulate an outage; `pause()`/`resume()` a hung
-server. Fixtures: a session-scoped
-`redis_server` and a function-scoped `redis_url` that hands each test an empty database.
+`RedisServer` runs `redis-server` on a free loopback port, without persistence, in its own
+temporary directory. `stop()` and `start()` again on the same port simulate an outage;
+`pause()`/`resume()` a hung server.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -17,18 +14,11 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from gateway.testing.net import free_port
 
 REDIS_SERVER_BIN = os.environ.get("REDIS_SERVER_BIN", "/usr/bin/redis-server")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _ping(port: int) -> bool:
@@ -52,7 +42,7 @@ class RedisServer:
                 " or set REDIS_SERVER_BIN"
             )
         self._binary = resolved
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self._dir = Path(tempfile.mkdtemp(prefix="aicraft-redis-"))
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -150,25 +140,3 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> Iterator[str]:
-    # A test that stopped the shared server must not break the ones after it.
-    if not redis_server.running:
-        redis_server.start()
-    redis_server.flushall()
-    yield redis_server.url
-    with contextlib.suppress(OSError):
-        if redis_server.running:
-            redis_server.flushall()
