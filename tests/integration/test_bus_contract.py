@@ -16,6 +16,7 @@ from gateway.bus.base import EVENTS, Bus, command_channel
 from gateway.bus.memory import MemoryBroker, MemoryBus
 from gateway.bus.redis import RedisBus
 from gateway.regions import region_channel
+from tests.wait import until
 
 POSITIONS = region_channel("overworld", 0, 0)
 
@@ -36,15 +37,6 @@ class Recorder:
 
     def payloads(self, channel: str | None = None) -> list[bytes]:
         return [p for c, p in self.messages if channel is None or c == channel]
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    """Poll the loop until `predicate` holds; fail after a generous deadline."""
-    deadline = asyncio.get_running_loop().time() + DEADLINE_S
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 MakeBus = Callable[..., Awaitable[tuple[Bus, Recorder]]]

@@ -3,8 +3,7 @@ a backend with a TTL can show (expiry, re-creation after a Redis restart)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -12,17 +11,7 @@ from redis.asyncio import Redis
 from gateway.presence.base import Presence
 from gateway.presence.memory import MemoryPresence
 from gateway.presence.redis import INDEX_KEY, KEY_PREFIX, RedisPresence
-
-DEADLINE_S = 10.0
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll until `check` holds; fail after a generous deadline."""
-    deadline = asyncio.get_running_loop().time() + DEADLINE_S
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+from tests.wait import until
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,7 @@ from websockets.exceptions import InvalidStatus
 
 from gateway.client import ViewerClient
 from tests.harness import Peer, Rest, RunningGateway, gateway_settings, running_gateway, token
-
-DEADLINE_S = 10.0
+from tests.wait import until
 
 
 @pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
@@ -29,14 +28,6 @@ async def gw(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Ru
     url = request.getfixturevalue("redis_url") if request.param == "redis" else None
     async with running_gateway(gateway_settings(tmp_path, redis_url=url, tick_ms=0)) as running:
         yield running
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + DEADLINE_S
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 async def emit(gw: RunningGateway, bot: Peer, n: int, name: str = "tick") -> int:

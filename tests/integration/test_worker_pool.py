@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import threading
@@ -24,6 +25,7 @@ from gateway.workers import (
     run_mining_plan,
     run_path,
 )
+from tests import wait
 
 # -- task functions: top-level so the spawned workers can import them by name -------------------
 
@@ -52,15 +54,7 @@ def boom(arg: Any, budget_s: float) -> None:
 
 # -- helpers ---------------------------------------------------------------------------------
 
-
-async def until(predicate: Callable[[], bool], what: str, deadline_s: float = 60.0) -> None:
-    """Poll `predicate` on the loop until it holds; fail after the deadline."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline_s
-    while not predicate():
-        if loop.time() > end:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+until = functools.partial(wait.until, deadline_s=60.0, interval_s=0.005)
 
 
 @pytest.fixture
