@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Rest, RunningGateway, gateway_settings, running_gateway, token
+from tests.harness import Rest, RunningGateway, gateway_settings, running_gateway
 from tests.servers import PostgresServer
 from tests.wait import until
 
@@ -41,29 +41,22 @@ async def gw(own_pg: PostgresServer, tmp_path: Path) -> AsyncIterator[RunningGat
         yield gateway
 
 
-@pytest.fixture
-async def rest(gw: RunningGateway) -> AsyncIterator[Rest]:
-    client = Rest(gw.http, token("admin", "ops"))
-    yield client
-    await client.close()
-
-
 async def test_health_stays_200_but_lists_the_open_breaker(
-    gw: RunningGateway, rest: Rest, own_pg: PostgresServer
+    gw: RunningGateway, admin: Rest, own_pg: PostgresServer
 ) -> None:
-    assert await rest.call("GET", "/api/health") == (
+    assert await admin.call("GET", "/api/health") == (
         200,
         {"status": "ok", "replica": "r1", "degraded": []},
     )
     own_pg.stop()
 
     async def database_open() -> bool:
-        status, _ = await rest.call("GET", "/api/npcs")
+        status, _ = await admin.call("GET", "/api/npcs")
         assert status == 503
         return gw.node.breakers["database"].state.value == "OPEN"
 
     await poll(database_open, "the database breaker to open")
-    status, body = await rest.call("GET", "/api/health")
+    status, body = await admin.call("GET", "/api/health")
     assert (
         status == 200
     )  # every replica shares the database: taking all out of rotation helps no one
@@ -71,7 +64,7 @@ async def test_health_stays_200_but_lists_the_open_breaker(
 
 
 async def test_bot_that_connects_during_an_outage_is_registered_and_written_after(
-    gw: RunningGateway, rest: Rest, own_pg: PostgresServer
+    gw: RunningGateway, admin: Rest, own_pg: PostgresServer
 ) -> None:
     own_pg.stop()
     bot = await gw.bot("outage-born")  # the gateway cannot register it now
@@ -87,16 +80,16 @@ async def test_bot_that_connects_during_an_outage_is_registered_and_written_afte
     own_pg.start()
 
     async def written() -> bool:
-        status, npc = await rest.call("GET", "/api/npcs/outage-born")
+        status, npc = await admin.call("GET", "/api/npcs/outage-born")
         if status != 200 or npc.get("x") != 4 or npc.get("status") != "mining":
             return False
-        status, page = await rest.call("GET", "/api/metrics?npc=outage-born&limit=100")
+        status, page = await admin.call("GET", "/api/metrics?npc=outage-born&limit=100")
         return status == 200 and len(page["metrics"]) == 6  # 5 ore + the task:completed
 
     await poll(written, "the write to land")
-    _, page = await rest.call("GET", "/api/metrics?npc=outage-born&name=ore&limit=100")
+    _, page = await admin.call("GET", "/api/metrics?npc=outage-born&name=ore&limit=100")
     assert sorted(m["value"] for m in page["metrics"]) == [0, 1, 2, 3, 4]
-    _, perf = await rest.call("GET", "/api/performance")
+    _, perf = await admin.call("GET", "/api/performance")
     batches = perf["batchProcessor"]
     assert batches["positions"]["dropped"] == 0
     assert batches["metrics"]["dropped"] == 0
@@ -105,7 +98,7 @@ async def test_bot_that_connects_during_an_outage_is_registered_and_written_afte
 
 
 async def test_positions_of_an_npc_the_database_does_not_know_are_counted_as_dropped(
-    gw: RunningGateway, rest: Rest
+    gw: RunningGateway, admin: Rest
 ) -> None:
     bot = await gw.bot("short-lived")
     await bot.send({"type": "pos", "x": 1, "y": 64, "z": 1})
@@ -126,7 +119,7 @@ async def test_positions_of_an_npc_the_database_does_not_know_are_counted_as_dro
     gw.node.tick()
 
     async def counted() -> bool:
-        _, perf = await rest.call("GET", "/api/performance")
+        _, perf = await admin.call("GET", "/api/performance")
         return perf["batchProcessor"]["positions"]["dropped"] == 1
 
     await poll(counted, "the count")

@@ -26,13 +26,6 @@ async def gw(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Ru
         yield running
 
 
-@pytest.fixture
-async def admin(gw: RunningGateway) -> AsyncIterator[Rest]:
-    rest = Rest(gw.http, token("admin", "ops"))
-    yield rest
-    await rest.close()
-
-
 async def status_of(admin: Rest, command_id: str) -> str:
     status, record = await admin.call("GET", f"/api/commands/{command_id}")
     assert status == 200, record

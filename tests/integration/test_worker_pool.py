@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ from gateway.workers import (
     TaskFailed,
     TaskTimeout,
     WorkerCrashed,
-    WorkerPool,
     run_mining_plan,
     run_path,
 )
@@ -55,22 +54,6 @@ def boom(arg: Any, budget_s: float) -> None:
 # -- helpers ---------------------------------------------------------------------------------
 
 until = functools.partial(wait.until, deadline_s=60.0, interval_s=0.005)
-
-
-@pytest.fixture
-async def make_pool() -> AsyncIterator[Callable[..., Any]]:
-    pools: list[WorkerPool] = []
-
-    async def make(workers: int = 1, queue_max: int = 8, **kw: Any) -> WorkerPool:
-        kw.setdefault("warmup", None)  # these tests do not need the search kernel loaded
-        pool = WorkerPool(workers, queue_max, **kw)
-        pools.append(pool)
-        await pool.start()
-        return pool
-
-    yield make
-    for pool in pools:
-        await pool.close()
 
 
 def spawn(coro: Any) -> asyncio.Task[Any]:
