@@ -16,6 +16,7 @@ from gateway.bus.base import EVENTS, Bus, command_channel
 from gateway.bus.memory import MemoryBroker, MemoryBus
 from gateway.bus.redis import RedisBus
 from gateway.regions import region_channel
+from tests.backends import MEMORY_AND_REDIS
 from tests.wait import until
 
 POSITIONS = region_channel("overworld", 0, 0)
@@ -42,7 +43,7 @@ class Recorder:
 MakeBus = Callable[..., Awaitable[tuple[Bus, Recorder]]]
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=MEMORY_AND_REDIS)
 async def make_bus(request: pytest.FixtureRequest) -> AsyncIterator[MakeBus]:
     broker = MemoryBroker()
     url = request.getfixturevalue("redis_url") if request.param == "redis" else ""

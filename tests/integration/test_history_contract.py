@@ -12,6 +12,7 @@ import pytest
 from gateway.history import Entry, History, MemoryHistory
 from gateway.history.memory import MemoryHistoryLog
 from gateway.history.redis import RedisHistory
+from tests.backends import MEMORY_AND_REDIS
 from tests.redis_server import RedisServer
 from tests.wait import until
 
@@ -23,7 +24,7 @@ def event(n: int, by: str) -> dict[str, object]:
 MakeHistory = Callable[[], Awaitable[tuple[History, list[Entry]]]]
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=MEMORY_AND_REDIS)
 async def make_history(request: pytest.FixtureRequest) -> AsyncIterator[MakeHistory]:
     log = MemoryHistoryLog()
     url = request.getfixturevalue("redis_url") if request.param == "redis" else ""

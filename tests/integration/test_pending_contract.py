@@ -9,11 +9,12 @@ import pytest
 
 from gateway.pending import MemoryPendingCommands, PendingCommands
 from gateway.pending.redis import RedisPendingCommands
+from tests.backends import MEMORY_AND_REDIS
 
 NOW = 1_000_000
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=MEMORY_AND_REDIS)
 async def make_pending(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[Callable[[], PendingCommands]]:
