@@ -19,14 +19,12 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.bus.redis import backoff_delay
-from gateway.redis_pool import redis_client
+from gateway.backoff import backoff_delay
+from gateway.redis_pool import fail_fast_client
 
 DATA_PREFIX = "aicraft:cache:"
 VERSION_PREFIX = "aicraft:cachever:"  # not under DATA_PREFIX: a wipe must keep the counters
@@ -50,13 +48,7 @@ class RedisCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # No library retries, short timeouts: a dead Redis must cost milliseconds per request.
-        self._redis = redis_client(
-            url,
-            wait_s=socket_timeout_s,
-            socket_connect_timeout=connect_timeout_s,
-            socket_timeout=socket_timeout_s,
-            retry=Retry(NoBackoff(), 0),
-        )
+        self._redis = fail_fast_client(url, connect_timeout_s, socket_timeout_s)
         self._max_pending = max_pending
         self._backoff_cap_s = backoff_cap_s
         self._clock = clock
