@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.backoff import backoff_delay
+from gateway.cache.base import hit_stats
 from gateway.redis_pool import fail_fast_client
 
 DATA_PREFIX = "aicraft:cache:"
@@ -139,12 +140,8 @@ class RedisCache:
         await self._redis.aclose()
 
     def stats(self) -> dict[str, Any]:
-        total = self.hits + self.misses
         return {
-            "backend": self.backend,
-            "hitRate": round(self.hits / total, 4) if total else 0.0,
-            "totalHits": self.hits,
-            "totalMisses": self.misses,
+            **hit_stats(self.backend, self.hits, self.misses),
             "errors": self.errors,
             "available": self._failures == 0,
             "pendingInvalidations": len(self._pending_deletes) + len(self._pending_incrs),
