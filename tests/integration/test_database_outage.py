@@ -26,10 +26,8 @@ poll = functools.partial(until, deadline_s=WAIT_S, interval_s=0.05)  # checks ar
 @pytest.fixture
 def own_pg() -> Iterator[PostgresServer]:
     """A server of this test's own, so stopping it leaves the session's server alone."""
-    server = PostgresServer()
-    server.start()
-    yield server
-    server.close()
+    with PostgresServer() as server:
+        yield server
 
 
 @pytest.fixture
