@@ -17,12 +17,15 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from gateway.store import StoreUnavailable
 from gateway.types import MetricRow, PositionUpdate
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ProfileChange = Callable[[dict[str, Any]], dict[str, Any]]  # a learning profile's new value
 
 RETRY_MIN_S = 0.2
 RETRY_MAX_S = 5.0
@@ -111,6 +114,26 @@ class _Retrying:
     def _reject_head(self) -> int:
         """Drop what the last failed write held; how many items that was."""
         raise NotImplementedError
+
+
+class _QueueWriter(_Retrying, Generic[T]):
+    """A retrying writer over one FIFO queue, written from its head: what a refused write
+    held is the head item."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._queue: deque[T] = deque()
+
+    def _has_pending(self) -> bool:
+        return bool(self._queue)
+
+    def _reject_head(self) -> int:
+        self._queue.popleft()
+        return 1
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
 
 
 class PositionWriter(_Retrying):
@@ -276,7 +299,7 @@ class MetricsBatcher(_Retrying):
         return len(self._rows)
 
 
-class PassthroughPositionWriter(_Retrying):
+class PassthroughPositionWriter(_QueueWriter[PositionUpdate]):
     """The "before" configuration (tick 0): one statement per update, as it comes.
 
     Kept only so the benchmark can show what coalescing saves; the backlog is counted.
@@ -285,7 +308,6 @@ class PassthroughPositionWriter(_Retrying):
     def __init__(self, write: Callable[[list[PositionUpdate]], Awaitable[int | None]]) -> None:
         super().__init__("position-writer-passthrough")
         self._write = write
-        self._queue: deque[PositionUpdate] = deque()
         self.batches_written = 0
         self.items_written = 0
         self.dropped = 0  # positions of NPCs the database does not know (deleted)
@@ -297,13 +319,6 @@ class PassthroughPositionWriter(_Retrying):
     def discard(self, npc_id: str) -> None:
         return None
 
-    def _has_pending(self) -> bool:
-        return bool(self._queue)
-
-    def _reject_head(self) -> int:
-        self._queue.popleft()
-        return 1
-
     async def _flush(self) -> None:
         while self._queue:
             written = await self._write([self._queue[0]])
@@ -313,12 +328,8 @@ class PassthroughPositionWriter(_Retrying):
             self.items_written += written
             self.dropped += 1 - written
 
-    @property
-    def pending(self) -> int:
-        return len(self._queue)
 
-
-class ProfileUpdater(_Retrying):
+class ProfileUpdater(_QueueWriter[tuple[str, ProfileChange]]):
     """Applies task outcomes to learning profiles, in order, atomically in the store.
 
     `update` is the store's atomic read-modify-write; outcomes wait (bounded) and retry while
@@ -327,31 +338,23 @@ class ProfileUpdater(_Retrying):
 
     def __init__(
         self,
-        update: Callable[[str, Callable[[dict[str, Any]], dict[str, Any]]], Awaitable[Any]],
+        update: Callable[[str, ProfileChange], Awaitable[Any]],
         on_updated: Callable[[str], Awaitable[None]],
         queue_max: int = 100_000,
     ) -> None:
         super().__init__("profile-updater")
         self._update = update
         self._on_updated = on_updated
-        self._queue: deque[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = deque()
         self._queue_max = queue_max
         self.applied = 0
         self.dropped = 0
 
-    def submit(self, npc_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    def submit(self, npc_id: str, change: ProfileChange) -> None:
         if len(self._queue) >= self._queue_max:
             self._queue.popleft()
             self.dropped += 1
         self._queue.append((npc_id, change))
         self.wake()
-
-    def _has_pending(self) -> bool:
-        return bool(self._queue)
-
-    def _reject_head(self) -> int:
-        self._queue.popleft()
-        return 1
 
     async def _flush(self) -> None:
         while self._queue:
@@ -364,10 +367,6 @@ class ProfileUpdater(_Retrying):
                 self.applied += 1
                 await self._on_updated(npc_id)
             self._queue.popleft()
-
-    @property
-    def pending(self) -> int:
-        return len(self._queue)
 
 
 class Registrar(_Retrying):
