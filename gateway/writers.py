@@ -24,6 +24,7 @@ from gateway.types import MetricRow, PositionUpdate
 
 log = logging.getLogger(__name__)
 
+K = TypeVar("K")
 T = TypeVar("T")
 ProfileChange = Callable[[dict[str, Any]], dict[str, Any]]  # a learning profile's new value
 
@@ -136,33 +137,25 @@ class _QueueWriter(_Retrying, Generic[T]):
         return len(self._queue)
 
 
-class PositionWriter(_Retrying):
-    """Writes each cut window in one statement; coalesces windows while a write is failing."""
+class _CoalescingWriter(_Retrying, Generic[K, T]):
+    """Writes everything that waits in one statement; while writes fail, what arrives meanwhile
+    coalesces into what waits (the latest item per key wins), so what waits stays bounded by
+    the number of keys. `write` answers how many rows it wrote (None: all of them)."""
 
-    def __init__(self, write: Callable[[list[PositionUpdate]], Awaitable[int | None]]) -> None:
-        super().__init__("position-writer")
+    def __init__(self, name: str, write: Callable[[list[T]], Awaitable[int | None]]) -> None:
+        super().__init__(name)
         self._write = write
-        self._unwritten: dict[str, PositionUpdate] = {}
+        self._unwritten: dict[K, T] = {}
         self.batches_written = 0
         self.items_written = 0
-        self.dropped = 0  # positions of NPCs the database does not know (deleted)
-
-    def submit(self, window: dict[str, PositionUpdate]) -> None:
-        if self._unwritten:
-            self._unwritten.update(window)
-        else:
-            self._unwritten = dict(window)
-        self.wake()
-
-    def discard(self, npc_id: str) -> None:
-        self._unwritten.pop(npc_id, None)
+        self.dropped = 0  # rows the database did not take (the NPC was deleted)
 
     def _has_pending(self) -> bool:
         return bool(self._unwritten)
 
     def _reject_head(self) -> int:
         dropped, self._unwritten = len(self._unwritten), {}
-        return dropped  # the next window brings every moving NPC's position again
+        return dropped  # positions: the next window brings every moving NPC's again
 
     async def _flush(self) -> None:
         batch, self._unwritten = self._unwritten, {}
@@ -184,6 +177,23 @@ class PositionWriter(_Retrying):
     @property
     def pending(self) -> int:
         return len(self._unwritten)
+
+
+class PositionWriter(_CoalescingWriter[str, PositionUpdate]):
+    """Writes each cut window in one statement; coalesces windows while a write is failing."""
+
+    def __init__(self, write: Callable[[list[PositionUpdate]], Awaitable[int | None]]) -> None:
+        super().__init__("position-writer", write)
+
+    def submit(self, window: dict[str, PositionUpdate]) -> None:
+        if self._unwritten:
+            self._unwritten.update(window)
+        else:
+            self._unwritten = dict(window)
+        self.wake()
+
+    def discard(self, npc_id: str) -> None:
+        self._unwritten.pop(npc_id, None)
 
 
 class StatusWriter(_Retrying):
@@ -427,43 +437,15 @@ class Registrar(_Retrying):
 SectionRow = tuple[str, int, int, int, bytes]
 
 
-class SectionWriter(_Retrying):
+class SectionWriter(_CoalescingWriter[tuple[str, int, int, int], SectionRow]):
     """Writes each tick's changed world sections in one statement (§6.6). While the store is
     down, later ticks coalesce into what waits (latest bytes per section win), so what waits is
     bounded by the number of distinct sections, like positions by the number of NPCs."""
 
     def __init__(self, write: Callable[[list[SectionRow]], Awaitable[int | None]]) -> None:
-        super().__init__("section-writer")
-        self._write = write
-        self._unwritten: dict[tuple[str, int, int, int], SectionRow] = {}
-        self.batches_written = 0
-        self.items_written = 0
+        super().__init__("section-writer", write)
 
     def submit(self, rows: list[SectionRow]) -> None:
         for row in rows:
             self._unwritten[row[:4]] = row  # type: ignore[index]
         self.wake()
-
-    def _has_pending(self) -> bool:
-        return bool(self._unwritten)
-
-    def _reject_head(self) -> int:
-        dropped, self._unwritten = len(self._unwritten), {}
-        return dropped
-
-    async def _flush(self) -> None:
-        batch, self._unwritten = self._unwritten, {}
-        if not batch:
-            return
-        try:
-            written = await self._write(list(batch.values()))
-        except BaseException:
-            batch.update(self._unwritten)  # newer bytes of the same sections win
-            self._unwritten = batch
-            raise
-        self.batches_written += 1
-        self.items_written += len(batch) if written is None else written
-
-    @property
-    def pending(self) -> int:
-        return len(self._unwritten)
