@@ -50,6 +50,25 @@ def half_open(config: BreakerConfig | None = None) -> tuple[CircuitBreaker, Fake
     return breaker, clock
 
 
+async def hanging_call(breaker: CircuitBreaker) -> asyncio.Task[None]:
+    """A call through `breaker` that never returns, once it is under way."""
+    started = asyncio.Event()
+
+    async def wait_forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(breaker.call(wait_forever))
+    await started.wait()
+    return task
+
+
+async def cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 # --- the pure core ---------------------------------------------------------------------------
 
 
@@ -205,17 +224,7 @@ async def test_timeout_counts_as_a_failure_and_raises_timeout_error() -> None:
 
 async def test_cancellation_is_neither_success_nor_failure() -> None:
     breaker, _ = make()
-    started = asyncio.Event()
-
-    async def wait_forever() -> None:
-        started.set()
-        await asyncio.Event().wait()
-
-    task = asyncio.create_task(breaker.call(wait_forever))
-    await started.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel(await hanging_call(breaker))
     assert breaker.stats()["totalCalls"] == 0
 
 
@@ -309,16 +318,7 @@ def test_a_lost_trial_frees_its_slot_after_the_call_timeout() -> None:
 
 async def test_cancelled_trial_frees_the_slot() -> None:
     breaker, _ = half_open()
-    started = asyncio.Event()
-
-    async def wait_forever() -> None:
-        started.set()
-        await asyncio.Event().wait()
-
-    task = asyncio.create_task(breaker.call(wait_forever))
-    await started.wait()
+    trial = await hanging_call(breaker)
     assert not breaker.allow()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel(trial)
     assert breaker.allow()
