@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.types import NpcMap
 
@@ -39,8 +39,9 @@ class NpcQuery:
         return f" WHERE {' AND '.join(clauses)}" if clauses else ""
 
 
-class NpcListing:
-    """The `list_npcs` of :class:`gateway.store.base.Store`, answered by `_list_npcs`."""
+class NpcListing(Protocol):
+    """`list_npcs`, part of :class:`gateway.store.base.Store`: the backends subclass this to
+    inherit it, and answer `_list_npcs`."""
 
     async def list_npcs(
         self,
@@ -64,5 +65,4 @@ class NpcListing:
             )
         )
 
-    async def _list_npcs(self, query: NpcQuery) -> list[NpcMap]:
-        raise NotImplementedError
+    async def _list_npcs(self, query: NpcQuery) -> list[NpcMap]: ...
