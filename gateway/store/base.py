@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from gateway.store.listing import NpcListing
+from gateway.store.listing import MetricsListing, NpcListing
 from gateway.store.retention import RetentionReport
 from gateway.types import MetricRow, NpcMap, PositionUpdate
 
@@ -27,8 +27,8 @@ class NpcExists(ValueError):
     """An NPC with that id is already registered."""
 
 
-class Store(NpcListing, Protocol):
-    # list_npcs (filters, pages) is declared and written once, in NpcListing.
+class Store(NpcListing, MetricsListing, Protocol):
+    # list_npcs and query_metrics are declared and written once, in store/listing.py.
     backend: str  # "sqlite" | "postgres"
 
     async def open(self) -> None:
@@ -76,16 +76,6 @@ class Store(NpcListing, Protocol):
 
     async def insert_metrics(self, rows: Sequence[MetricRow]) -> int:
         """How many rows were inserted (rows of unknown NPCs are not)."""
-
-    async def query_metrics(
-        self,
-        *,
-        npc: str | None = None,
-        name: str | None = None,
-        since_ms: int | None = None,
-        limit: int = 100,
-    ) -> list[MetricRow]:
-        """Newest first."""
 
     # -- the world model (§6.6) -----------------------------------------------------------------
     async def write_sections(self, rows: Sequence[tuple[str, int, int, int, bytes]]) -> int:

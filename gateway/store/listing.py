@@ -1,5 +1,5 @@
-"""`list_npcs` for both store backends: the arguments taken once, the WHERE clause written
-once; each backend supplies its SQL dialect's parameters and id-set tests."""
+"""`list_npcs` and `query_metrics` for both store backends: the arguments taken once, the SQL
+written once; each backend supplies its dialect's placeholders (and id-set tests)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway.types import NpcMap
+from gateway.types import MetricRow, NpcMap
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +66,41 @@ class NpcListing(Protocol):
         )
 
     async def _list_npcs(self, query: NpcQuery) -> list[NpcMap]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsQuery:
+    """One `query_metrics` call: its filters and its page."""
+
+    npc: str | None
+    name: str | None
+    since_ms: int | None
+    limit: int
+
+    def sql(self, param: Callable[[Any], str]) -> str:
+        """The SELECT, newest first; `param` as for :meth:`NpcQuery.where`."""
+        tests = (("npc =", self.npc), ("name =", self.name), ("ts >=", self.since_ms))
+        clauses = [f"{test} {param(value)}" for test, value in tests if value is not None]
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return (
+            f"SELECT npc, name, value, ts FROM metrics{where}"
+            f" ORDER BY ts DESC LIMIT {param(self.limit)}"
+        )
+
+
+class MetricsListing(Protocol):
+    """`query_metrics`, part of :class:`gateway.store.base.Store`: the backends subclass this
+    to inherit it, and answer `_select_metrics`."""
+
+    async def query_metrics(
+        self,
+        *,
+        npc: str | None = None,
+        name: str | None = None,
+        since_ms: int | None = None,
+        limit: int = 100,
+    ) -> list[MetricRow]:
+        """Newest first; `since_ms` is inclusive."""
+        return await self._select_metrics(MetricsQuery(npc, name, since_ms, max(0, limit)))
+
+    async def _select_metrics(self, query: MetricsQuery) -> list[MetricRow]: ...

@@ -28,7 +28,7 @@ from gateway.store.common import (
     iso,
     latest_positions,
 )
-from gateway.store.listing import NpcListing, NpcQuery
+from gateway.store.listing import MetricsListing, MetricsQuery, NpcListing, NpcQuery
 from gateway.store.retention import (
     DAY_MS,
     PARTITIONS_AHEAD,
@@ -194,7 +194,7 @@ _WRITE_SECTIONS = (
 )
 
 
-class PostgresStore(NpcListing):
+class PostgresStore(NpcListing, MetricsListing):
     """:class:`gateway.store.base.Store` on PostgreSQL through an asyncpg pool."""
 
     backend = "postgres"
@@ -517,27 +517,16 @@ class PostgresStore(NpcListing):
                 await conn.execute("SELECT pg_advisory_unlock($1)", _RETENTION_LOCK)
         return report
 
-    async def query_metrics(
-        self,
-        *,
-        npc: str | None = None,
-        name: str | None = None,
-        since_ms: int | None = None,
-        limit: int = 100,
-    ) -> list[MetricRow]:
-        """Newest first; `since_ms` is inclusive."""
-        where: list[str] = []
+    async def _select_metrics(self, query: MetricsQuery) -> list[MetricRow]:
         params: list[Any] = []
-        for clause, value in (("npc = {}", npc), ("name = {}", name), ("ts >= {}", since_ms)):
-            if value is not None:
-                params.append(value)
-                where.append(clause.format(f"${len(params)}"))
-        sql = "SELECT npc, name, value, ts FROM metrics"
-        if where:
-            sql += f" WHERE {' AND '.join(where)}"
-        params.append(max(0, limit))
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        sql = query.sql(param)
         async with self._conn() as conn:
-            rows = await conn.fetch(f"{sql} ORDER BY ts DESC LIMIT ${len(params)}", *params)
+            rows = await conn.fetch(sql, *params)
         return [MetricRow(r[0], r[1], r[2], r[3]) for r in rows]
 
     # -- figures ----------------------------------------------------------------------------------

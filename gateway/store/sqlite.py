@@ -26,7 +26,7 @@ from gateway.store.common import (
     latest_positions,
     now_iso,
 )
-from gateway.store.listing import NpcListing, NpcQuery
+from gateway.store.listing import MetricsListing, MetricsQuery, NpcListing, NpcQuery
 from gateway.store.retention import RETENTION_BATCH, RetentionReport
 from gateway.types import MetricRow, NpcMap, PositionUpdate
 
@@ -60,7 +60,7 @@ def _npc(row: Sequence[Any] | None) -> NpcMap | None:
     return None if row is None else dict(zip(NPC_COLUMNS, row, strict=True))
 
 
-class SqliteStore(NpcListing):
+class SqliteStore(NpcListing, MetricsListing):
     """:class:`gateway.store.base.Store` on a SQLite file (WAL, synchronous=NORMAL)."""
 
     backend = "sqlite"
@@ -370,31 +370,18 @@ class SqliteStore(NpcListing):
             if deleted < RETENTION_BATCH:
                 return report
 
-    def _query_metrics(
-        self, npc: str | None, name: str | None, since_ms: int | None, limit: int
-    ) -> list[MetricRow]:
-        where: list[str] = []
+    def _metrics(self, query: MetricsQuery) -> list[MetricRow]:
         params: list[Any] = []
-        for clause, value in (("npc = ?", npc), ("name = ?", name), ("ts >= ?", since_ms)):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        sql = "SELECT npc, name, value, ts FROM metrics"
-        if where:
-            sql += f" WHERE {' AND '.join(where)}"
-        rows = self._db.execute(f"{sql} ORDER BY ts DESC LIMIT ?", (*params, max(0, limit)))
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return "?"
+
+        rows = self._db.execute(query.sql(param), params)
         return [MetricRow(r[0], r[1], r[2], r[3]) for r in rows]
 
-    async def query_metrics(
-        self,
-        *,
-        npc: str | None = None,
-        name: str | None = None,
-        since_ms: int | None = None,
-        limit: int = 100,
-    ) -> list[MetricRow]:
-        """Newest first; `since_ms` is inclusive."""
-        return await self._call(self._query_metrics, npc, name, since_ms, limit)
+    async def _select_metrics(self, query: MetricsQuery) -> list[MetricRow]:
+        return await self._call(self._metrics, query)
 
     # -- figures ----------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
