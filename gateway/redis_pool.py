@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 REDIS_POOL_MAX = 16  # connections per client; a replica has one cache, one presence, two bus
 
@@ -21,3 +23,19 @@ def redis_client(url: str, *, wait_s: float | None, **kwargs: Any) -> Redis:
         url, max_connections=REDIS_POOL_MAX, timeout=wait_s, **kwargs
     )
     return Redis.from_pool(pool)  # the client closes the pool with itself
+
+
+def fail_fast_client(
+    url: str, connect_timeout_s: float, socket_timeout_s: float | None, **kwargs: Any
+) -> Redis:
+    """A bounded client that never retries by itself: the caller's own loop or backoff
+    decides when to try again, so a dead Redis surfaces at once (within the timeouts)."""
+    return redis_client(
+        url,
+        wait_s=socket_timeout_s,
+        socket_connect_timeout=connect_timeout_s,
+        socket_timeout=socket_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,  # no PINGs of its own either: our loops and timeouts notice
+        **kwargs,
+    )

@@ -11,8 +11,8 @@ store, which every replica writes each tick: a cached row may be minutes old.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import orjson
 
@@ -22,6 +22,8 @@ from gateway.store import Store
 from gateway.types import MetricRow, NpcMap, PositionUpdate
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LIST_VERSION = "v:npcs"
 METRICS_VERSION = "v:metrics"
@@ -69,6 +71,18 @@ class Registry:
             await self.cache.set(key, orjson.dumps(value), ttl_s)
         except Exception:
             log.debug("cache set failed for %s", key)
+
+    async def _read_through(
+        self, key: str | None, load: Callable[[], Awaitable[T]], ttl_s: float
+    ) -> T:
+        """`key`'s cached value, else what `load` answers, remembered for `ttl_s` unless None.
+        No key (a version counter the cache could not answer): straight from `load`."""
+        value: T | None = await self._cached(key) if key is not None else None
+        if value is None:
+            value = await load()
+            if key is not None and value is not None:
+                await self._remember(key, value, ttl_s)
+        return value
 
     async def _version(self, key: str) -> int:
         try:
@@ -133,14 +147,10 @@ class Registry:
     # -- reads --------------------------------------------------------------------------------
 
     async def get(self, npc_id: str) -> NpcMap | None:
-        key = _npc_key(npc_id)
-        npc = await self._cached(key)
-        if npc is None:
-            npc = await self.store.get_npc(npc_id)
-            if npc is None:
-                return None
-            await self._remember(key, npc, WARM_TTL_S)
-        return (await self._overlay([npc]))[0]
+        npc = await self._read_through(
+            _npc_key(npc_id), lambda: self.store.get_npc(npc_id), WARM_TTL_S
+        )
+        return None if npc is None else (await self._overlay([npc]))[0]
 
     async def list(
         self,
@@ -164,14 +174,12 @@ class Registry:
             )
             return await self._overlay(rows)
         version = await self._version(LIST_VERSION)
-        key = f"npcs:{version}:{status}:{role}:{after_id}:{limit}"
-        rows = await self._cached(key) if version >= 0 else None
-        if rows is None:
-            rows = await self.store.list_npcs(
-                status=status, role=role, after_id=after_id, limit=limit
-            )
-            if version >= 0:
-                await self._remember(key, rows, WARM_TTL_S)
+        key = f"npcs:{version}:{status}:{role}:{after_id}:{limit}" if version >= 0 else None
+        rows = await self._read_through(
+            key,
+            lambda: self.store.list_npcs(status=status, role=role, after_id=after_id, limit=limit),
+            WARM_TTL_S,
+        )
         return await self._overlay(rows)
 
     async def everyone(self) -> list[NpcMap]:
@@ -224,14 +232,9 @@ class Registry:
     # -- profiles and metrics -----------------------------------------------------------------
 
     async def get_profile(self, npc_id: str) -> dict[str, Any] | None:
-        key = _profile_key(npc_id)
-        profile = await self._cached(key)
-        if profile is None:
-            profile = await self.store.get_profile(npc_id)
-            if profile is None:
-                return None
-            await self._remember(key, profile, COLD_TTL_S)
-        return profile
+        return await self._read_through(
+            _profile_key(npc_id), lambda: self.store.get_profile(npc_id), COLD_TTL_S
+        )
 
     async def profile_changed(self, npc_id: str) -> None:
         try:
@@ -241,23 +244,20 @@ class Registry:
 
     async def put_profile(self, npc_id: str, profile: dict[str, Any]) -> dict[str, Any]:
         saved = await self.store.put_profile(npc_id, profile)
-        try:
-            await self.cache.delete(_profile_key(npc_id))
-        except Exception:
-            log.warning("cache invalidation failed for profile %s", npc_id)
+        await self.profile_changed(npc_id)
         return saved
 
     async def metrics(
         self, *, npc: str | None, name: str | None, since_ms: int | None, limit: int
     ) -> list[MetricRow]:
         version = await self._version(METRICS_VERSION)
-        key = f"metrics:{version}:{npc}:{name}:{since_ms}:{limit}"
-        rows = await self._cached(key) if version >= 0 else None
-        if rows is None:
+        key = f"metrics:{version}:{npc}:{name}:{since_ms}:{limit}" if version >= 0 else None
+
+        async def load() -> list[list[Any]]:
             found = await self.store.query_metrics(
                 npc=npc, name=name, since_ms=since_ms, limit=limit
             )
-            rows = [list(r) for r in found]
-            if version >= 0:
-                await self._remember(key, rows, COLD_TTL_S)
+            return [list(r) for r in found]  # as the cache gives them back
+
+        rows = await self._read_through(key, load, COLD_TTL_S)
         return [MetricRow(*r) for r in rows]

@@ -18,13 +18,17 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from gateway.journal import Journal
 from gateway.store import StoreUnavailable
 from gateway.types import MetricRow, PositionUpdate
 
 log = logging.getLogger(__name__)
+
+K = TypeVar("K")
+T = TypeVar("T")
+ProfileChange = Callable[[dict[str, Any]], dict[str, Any]]  # a learning profile's new value
 
 RETRY_MIN_S = 0.2
 RETRY_MAX_S = 5.0
@@ -115,33 +119,45 @@ class _Retrying:
         raise NotImplementedError
 
 
-class PositionWriter(_Retrying):
-    """Writes each cut window in one statement; coalesces windows while a write is failing."""
+class _QueueWriter(_Retrying, Generic[T]):
+    """A retrying writer over one FIFO queue, written from its head: what a refused write
+    held is the head item."""
 
-    def __init__(self, write: Callable[[list[PositionUpdate]], Awaitable[int | None]]) -> None:
-        super().__init__("position-writer")
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._queue: deque[T] = deque()
+
+    def _has_pending(self) -> bool:
+        return bool(self._queue)
+
+    def _reject_head(self) -> int:
+        self._queue.popleft()
+        return 1
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+
+class _CoalescingWriter(_Retrying, Generic[K, T]):
+    """Writes everything that waits in one statement; while writes fail, what arrives meanwhile
+    coalesces into what waits (the latest item per key wins), so what waits stays bounded by
+    the number of keys. `write` answers how many rows it wrote (None: all of them)."""
+
+    def __init__(self, name: str, write: Callable[[list[T]], Awaitable[int | None]]) -> None:
+        super().__init__(name)
         self._write = write
-        self._unwritten: dict[str, PositionUpdate] = {}
+        self._unwritten: dict[K, T] = {}
         self.batches_written = 0
         self.items_written = 0
-        self.dropped = 0  # positions of NPCs the database does not know (deleted)
-
-    def submit(self, window: dict[str, PositionUpdate]) -> None:
-        if self._unwritten:
-            self._unwritten.update(window)
-        else:
-            self._unwritten = dict(window)
-        self.wake()
-
-    def discard(self, npc_id: str) -> None:
-        self._unwritten.pop(npc_id, None)
+        self.dropped = 0  # rows the database did not take (the NPC was deleted)
 
     def _has_pending(self) -> bool:
         return bool(self._unwritten)
 
     def _reject_head(self) -> int:
         dropped, self._unwritten = len(self._unwritten), {}
-        return dropped  # the next window brings every moving NPC's position again
+        return dropped  # positions: the next window brings every moving NPC's again
 
     async def _flush(self) -> None:
         batch, self._unwritten = self._unwritten, {}
@@ -163,6 +179,23 @@ class PositionWriter(_Retrying):
     @property
     def pending(self) -> int:
         return len(self._unwritten)
+
+
+class PositionWriter(_CoalescingWriter[str, PositionUpdate]):
+    """Writes each cut window in one statement; coalesces windows while a write is failing."""
+
+    def __init__(self, write: Callable[[list[PositionUpdate]], Awaitable[int | None]]) -> None:
+        super().__init__("position-writer", write)
+
+    def submit(self, window: dict[str, PositionUpdate]) -> None:
+        if self._unwritten:
+            self._unwritten.update(window)
+        else:
+            self._unwritten = dict(window)
+        self.wake()
+
+    def discard(self, npc_id: str) -> None:
+        self._unwritten.pop(npc_id, None)
 
 
 class StatusWriter(_Retrying):
@@ -296,7 +329,7 @@ class MetricsBatcher(_Retrying):
         return len(self._rows)
 
 
-class PassthroughPositionWriter(_Retrying):
+class PassthroughPositionWriter(_QueueWriter[PositionUpdate]):
     """The "before" configuration (tick 0): one statement per update, as it comes.
 
     Kept only so the benchmark can show what coalescing saves; the backlog is counted.
@@ -305,7 +338,6 @@ class PassthroughPositionWriter(_Retrying):
     def __init__(self, write: Callable[[list[PositionUpdate]], Awaitable[int | None]]) -> None:
         super().__init__("position-writer-passthrough")
         self._write = write
-        self._queue: deque[PositionUpdate] = deque()
         self.batches_written = 0
         self.items_written = 0
         self.dropped = 0  # positions of NPCs the database does not know (deleted)
@@ -317,13 +349,6 @@ class PassthroughPositionWriter(_Retrying):
     def discard(self, npc_id: str) -> None:
         return None
 
-    def _has_pending(self) -> bool:
-        return bool(self._queue)
-
-    def _reject_head(self) -> int:
-        self._queue.popleft()
-        return 1
-
     async def _flush(self) -> None:
         while self._queue:
             written = await self._write([self._queue[0]])
@@ -333,12 +358,8 @@ class PassthroughPositionWriter(_Retrying):
             self.items_written += written
             self.dropped += 1 - written
 
-    @property
-    def pending(self) -> int:
-        return len(self._queue)
 
-
-class ProfileUpdater(_Retrying):
+class ProfileUpdater(_QueueWriter[tuple[str, ProfileChange]]):
     """Applies task outcomes to learning profiles, in order, atomically in the store.
 
     `update` is the store's atomic read-modify-write; outcomes wait (bounded) and retry while
@@ -347,31 +368,23 @@ class ProfileUpdater(_Retrying):
 
     def __init__(
         self,
-        update: Callable[[str, Callable[[dict[str, Any]], dict[str, Any]]], Awaitable[Any]],
+        update: Callable[[str, ProfileChange], Awaitable[Any]],
         on_updated: Callable[[str], Awaitable[None]],
         queue_max: int = 100_000,
     ) -> None:
         super().__init__("profile-updater")
         self._update = update
         self._on_updated = on_updated
-        self._queue: deque[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = deque()
         self._queue_max = queue_max
         self.applied = 0
         self.dropped = 0
 
-    def submit(self, npc_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    def submit(self, npc_id: str, change: ProfileChange) -> None:
         if len(self._queue) >= self._queue_max:
             self._queue.popleft()
             self.dropped += 1
         self._queue.append((npc_id, change))
         self.wake()
-
-    def _has_pending(self) -> bool:
-        return bool(self._queue)
-
-    def _reject_head(self) -> int:
-        self._queue.popleft()
-        return 1
 
     async def _flush(self) -> None:
         while self._queue:
@@ -384,10 +397,6 @@ class ProfileUpdater(_Retrying):
                 self.applied += 1
                 await self._on_updated(npc_id)
             self._queue.popleft()
-
-    @property
-    def pending(self) -> int:
-        return len(self._queue)
 
 
 class Registrar(_Retrying):
@@ -448,43 +457,15 @@ class Registrar(_Retrying):
 SectionRow = tuple[str, int, int, int, bytes]
 
 
-class SectionWriter(_Retrying):
+class SectionWriter(_CoalescingWriter[tuple[str, int, int, int], SectionRow]):
     """Writes each tick's changed world sections in one statement (§6.6). While the store is
     down, later ticks coalesce into what waits (latest bytes per section win), so what waits is
     bounded by the number of distinct sections, like positions by the number of NPCs."""
 
     def __init__(self, write: Callable[[list[SectionRow]], Awaitable[int | None]]) -> None:
-        super().__init__("section-writer")
-        self._write = write
-        self._unwritten: dict[tuple[str, int, int, int], SectionRow] = {}
-        self.batches_written = 0
-        self.items_written = 0
+        super().__init__("section-writer", write)
 
     def submit(self, rows: list[SectionRow]) -> None:
         for row in rows:
             self._unwritten[row[:4]] = row  # type: ignore[index]
         self.wake()
-
-    def _has_pending(self) -> bool:
-        return bool(self._unwritten)
-
-    def _reject_head(self) -> int:
-        dropped, self._unwritten = len(self._unwritten), {}
-        return dropped
-
-    async def _flush(self) -> None:
-        batch, self._unwritten = self._unwritten, {}
-        if not batch:
-            return
-        try:
-            written = await self._write(list(batch.values()))
-        except BaseException:
-            batch.update(self._unwritten)  # newer bytes of the same sections win
-            self._unwritten = batch
-            raise
-        self.batches_written += 1
-        self.items_written += len(batch) if written is None else written
-
-    @property
-    def pending(self) -> int:
-        return len(self._unwritten)

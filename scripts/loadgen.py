@@ -169,25 +169,30 @@ class Worker:
                 raise RuntimeError(f"expected welcome, got {welcome.get('type')}")
             return ws
 
+    async def _connect_counted(
+        self, path: str, token: str, sem: asyncio.Semaphore
+    ) -> ClientConnection | None:
+        """`_connect`, or None with the failure counted by kind: a load run reports them."""
+        try:
+            return await self._connect(path, token, sem)
+        except Exception as exc:
+            self.stats.connect_failures += 1
+            self.stats.connect_errors[type(exc).__name__] += 1
+            return None
+
     async def connect_all(self) -> None:
         sem = asyncio.Semaphore(self.cfg.connect_concurrency)
 
         async def bot(npc: str, token: str) -> None:
-            try:
-                ws = await self._connect("/ws/npc", token, sem)
-            except Exception as exc:
-                self.stats.connect_failures += 1
-                self.stats.connect_errors[type(exc).__name__] += 1
+            ws = await self._connect_counted("/ws/npc", token, sem)
+            if ws is None:
                 return
             self.bots.append((npc, ws))
             self.tasks.append(asyncio.create_task(self._bot_reader(ws)))
 
         async def viewer(token: str) -> None:
-            try:
-                ws = await self._connect("/ws/viewer", token, sem)
-            except Exception as exc:
-                self.stats.connect_failures += 1
-                self.stats.connect_errors[type(exc).__name__] += 1
+            ws = await self._connect_counted("/ws/viewer", token, sem)
+            if ws is None:
                 return
             seen: dict[str, int] = {}
             self.viewers.append(ws)

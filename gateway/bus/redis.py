@@ -15,44 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import deque
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from gateway.backoff import Backoff
 from gateway.bus.base import EVENTS, POSITIONS_PATTERN, WORLD, BusHandler, command_channel
 from gateway.bus.messages import sender_prefix
-from gateway.redis_pool import redis_client
+from gateway.redis_pool import fail_fast_client
 
 log = logging.getLogger(__name__)
-
-_BACKOFF_BASE_S = 0.05
-_BACKOFF_CAP_S = 1.5
-
-
-def backoff_delay(
-    attempt: int, base_s: float = _BACKOFF_BASE_S, cap_s: float = _BACKOFF_CAP_S
-) -> float:
-    """Exponential backoff with "equal jitter": never zero, never above `cap_s`."""
-    ceiling = min(cap_s, base_s * 2.0 ** min(attempt, 16))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-
-def _client(url: str, connect_timeout_s: float, socket_timeout_s: float | None) -> Redis:
-    # No library retries: our own loops decide when to try again, so failures surface at once.
-    return redis_client(
-        url,
-        wait_s=socket_timeout_s,
-        socket_connect_timeout=connect_timeout_s,
-        socket_timeout=socket_timeout_s,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
 
 
 class RedisBus:
@@ -105,8 +80,8 @@ class RedisBus:
         self._replica = replica
         self._own = sender_prefix(replica)
         self._handler = handler
-        self._pub = _client(self._url, self._connect_timeout_s, self._socket_timeout_s)
-        self._sub = _client(self._url, self._connect_timeout_s, self._socket_timeout_s)
+        self._pub = fail_fast_client(self._url, self._connect_timeout_s, self._socket_timeout_s)
+        self._sub = fail_fast_client(self._url, self._connect_timeout_s, self._socket_timeout_s)
         pub_tried, sub_tried = asyncio.Event(), asyncio.Event()
         self._tasks = [
             asyncio.create_task(self._send_loop(pub_tried), name=f"bus-send-{replica}"),
@@ -159,24 +134,22 @@ class RedisBus:
 
     async def _send_loop(self, tried: asyncio.Event) -> None:
         assert self._pub is not None
-        attempt = 0
+        backoff = Backoff()
         while not self._closed:
             if not self._pub_up:
                 try:
                     await self._pub.ping()
                 except Exception as exc:  # whatever it is, retry later: never die silently
                     tried.set()
-                    if attempt == 0:
+                    if backoff.first:
                         log.warning(
                             "bus: publisher cannot reach Redis: %s: %s", type(exc).__name__, exc
                         )
-                    await asyncio.sleep(backoff_delay(attempt))
-                    attempt += 1
+                    await backoff.wait()
                     continue
-                if attempt:
+                if backoff.succeeded():
                     self.reconnects += 1
                     log.info("bus: publisher reconnected")
-                attempt = 0
                 self._pub_up = True
                 tried.set()
             await self._wakeup.wait()
@@ -221,7 +194,7 @@ class RedisBus:
 
     async def _listen_loop(self, tried: asyncio.Event) -> None:
         assert self._sub is not None
-        attempt = 0
+        backoff = Backoff()
         while not self._closed:
             pubsub = self._sub.pubsub()
             try:
@@ -232,15 +205,14 @@ class RedisBus:
                 self._heard, self._heard_all = regions, wanted is None
                 self._pubsub = pubsub
                 self._regions_changed.set()  # whatever changed while we were subscribing
-                if attempt:
+                if backoff.succeeded():
                     self.reconnects += 1
                     log.info("bus: subscriber reconnected")
-                attempt = 0
                 self._sub_up = True
                 tried.set()
                 await self._receive(pubsub)
             except Exception as exc:  # Redis errors, and anything else: never die silently
-                if self._sub_up or attempt == 0:
+                if self._sub_up or backoff.first:
                     log.warning("bus: subscriber lost Redis: %s: %s", type(exc).__name__, exc)
                 if self._sub_up and self._pub_up:
                     # The publishing connection is most likely dead too; it would only find
@@ -248,8 +220,7 @@ class RedisBus:
                     self._publisher_down()
                 self._sub_up = False
                 tried.set()
-                await asyncio.sleep(backoff_delay(attempt))
-                attempt += 1
+                await backoff.wait()
             finally:
                 self._sub_up = False
                 self._pubsub = None

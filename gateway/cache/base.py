@@ -13,6 +13,17 @@ WARM_TTL_S = 300.0  # registry rows and status
 COLD_TTL_S = 600.0  # learning profiles and metric queries
 
 
+def hit_stats(backend: str, hits: int, misses: int) -> dict[str, Any]:
+    """The figures every tier reports the same way (`stats`), before its own."""
+    total = hits + misses
+    return {
+        "backend": backend,
+        "hitRate": round(hits / total, 4) if total else 0.0,
+        "totalHits": hits,
+        "totalMisses": misses,
+    }
+
+
 class Cache(Protocol):
     backend: str
 

@@ -7,6 +7,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from gateway.cache.base import hit_stats
+
 
 class MemoryCache:
     backend = "memory"
@@ -50,11 +52,7 @@ class MemoryCache:
         self._entries.clear()
 
     def stats(self) -> dict[str, Any]:
-        total = self.hits + self.misses
         return {
-            "backend": self.backend,
-            "hitRate": round(self.hits / total, 4) if total else 0.0,
-            "totalHits": self.hits,
-            "totalMisses": self.misses,
+            **hit_stats(self.backend, self.hits, self.misses),
             "entries": len(self._entries),
         }

@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.bus.redis import backoff_delay
-from gateway.redis_pool import redis_client
+from gateway.backoff import backoff_delay
+from gateway.cache.base import hit_stats
+from gateway.redis_pool import fail_fast_client
 
 DATA_PREFIX = "aicraft:cache:"
 VERSION_PREFIX = "aicraft:cachever:"  # not under DATA_PREFIX: a wipe must keep the counters
@@ -50,13 +49,7 @@ class RedisCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # No library retries, short timeouts: a dead Redis must cost milliseconds per request.
-        self._redis = redis_client(
-            url,
-            wait_s=socket_timeout_s,
-            socket_connect_timeout=connect_timeout_s,
-            socket_timeout=socket_timeout_s,
-            retry=Retry(NoBackoff(), 0),
-        )
+        self._redis = fail_fast_client(url, connect_timeout_s, socket_timeout_s)
         self._max_pending = max_pending
         self._backoff_cap_s = backoff_cap_s
         self._clock = clock
@@ -74,91 +67,72 @@ class RedisCache:
     # -- the interface -------------------------------------------------------------------
 
     async def get(self, key: str) -> bytes | None:
-        value: bytes | None = None
-        if await self._usable():
-            try:
-                value = cast("bytes | None", await self._redis.get(DATA_PREFIX + key))
-                self._mark_up()
-            except _UNREACHABLE:
-                self._mark_down()
-            except RedisError:
-                self.errors += 1
+        _, value = await self._run(lambda: self._redis.get(DATA_PREFIX + key))
         if value is None:
             self.misses += 1
         else:
             self.hits += 1
-        return value
+        return cast("bytes | None", value)
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        if not await self._usable():
-            return
-        try:
-            await self._redis.set(DATA_PREFIX + key, value, px=max(1, int(ttl_s * 1000)))
-            self._mark_up()
-        except _UNREACHABLE:
-            self._mark_down()
-        except RedisError:
-            self.errors += 1
+        px = max(1, int(ttl_s * 1000))
+        await self._run(lambda: self._redis.set(DATA_PREFIX + key, value, px=px))
 
     async def delete(self, *keys: str) -> None:
         if not keys:
             return
         full = [DATA_PREFIX + k for k in keys]
-        if await self._usable():
-            try:
-                await self._redis.delete(*full)
-                self._mark_up()
-                return
-            except _UNREACHABLE:
-                self._mark_down()
-            except RedisError:
-                self.errors += 1
-        self._remember_deletes(full)
+        done, _ = await self._run(lambda: self._redis.delete(*full))
+        if not done:
+            self._remember_deletes(full)
 
     async def incr(self, key: str) -> int:
         """Bump a version counter; 0 when Redis is unreachable (the bump is replayed later)."""
-        if await self._usable():
-            try:
-                value = int(await self._redis.incr(VERSION_PREFIX + key))
-                self._mark_up()
-                return value
-            except _UNREACHABLE:
-                self._mark_down()
-            except RedisError:
-                self.errors += 1
         vkey = VERSION_PREFIX + key
+        done, value = await self._run(lambda: self._redis.incr(vkey))
+        if done:
+            return int(value)
         self._pending_incrs[vkey] = self._pending_incrs.get(vkey, 0) + 1
         return 0
 
     async def version(self, key: str) -> int:
-        if not await self._usable():
+        done, value = await self._run(lambda: self._redis.get(VERSION_PREFIX + key))
+        if not done or value is None:
             return 0
         try:
-            value = await self._redis.get(VERSION_PREFIX + key)
-            self._mark_up()
-            return int(value) if value is not None else 0
-        except _UNREACHABLE:
-            self._mark_down()
-        except (RedisError, ValueError):
+            return int(value)
+        except ValueError:
             self.errors += 1
-        return 0
+            return 0
 
     async def close(self) -> None:
         await self._redis.aclose()
 
     def stats(self) -> dict[str, Any]:
-        total = self.hits + self.misses
         return {
-            "backend": self.backend,
-            "hitRate": round(self.hits / total, 4) if total else 0.0,
-            "totalHits": self.hits,
-            "totalMisses": self.misses,
+            **hit_stats(self.backend, self.hits, self.misses),
             "errors": self.errors,
             "available": self._failures == 0,
             "pendingInvalidations": len(self._pending_deletes) + len(self._pending_incrs),
         }
 
     # -- availability and replay ---------------------------------------------------------
+
+    async def _run(self, command: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
+        """Send `command` if Redis is usable now, keeping track of whether it is up:
+        (True, its answer), or (False, None) when it was not sent or failed."""
+        if not await self._usable():
+            return False, None
+        try:
+            value = await command()
+        except _UNREACHABLE:
+            self._mark_down()
+            return False, None
+        except RedisError:
+            self.errors += 1
+            return False, None
+        self._mark_up()
+        return True, value
 
     async def _usable(self) -> bool:
         """Whether to talk to Redis now. False while down (backoff running, or another request

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 import uuid
-import weakref
 from collections import deque
 from typing import Any
 
 from gateway.history.base import Entry, OnEntry
+from gateway.per_owner import PerOwner
 
 
 class MemoryHistoryLog:
@@ -48,15 +48,8 @@ class MemoryHistoryLog:
         return entry
 
 
-_shared: weakref.WeakKeyDictionary[Any, MemoryHistoryLog] = weakref.WeakKeyDictionary()
-
-
-def shared_log(owner: Any) -> MemoryHistoryLog:
-    """One log per `owner` (the in-process bus broker replicas share)."""
-    log = _shared.get(owner)
-    if log is None:
-        log = _shared[owner] = MemoryHistoryLog()
-    return log
+# One log per owner (the in-process bus broker replicas share).
+shared_log = PerOwner(MemoryHistoryLog)
 
 
 class MemoryHistory:

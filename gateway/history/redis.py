@@ -25,8 +25,9 @@ import msgpack
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gateway.bus.redis import _client, backoff_delay
+from gateway.backoff import Backoff
 from gateway.history.base import Entry, OnEntry
+from gateway.redis_pool import fail_fast_client
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,8 @@ class RedisHistory:
         """Connect, load the stream's window, then follow it. Waits for the first attempt
         only: a replica whose Redis is down still starts and catches up when it is back."""
         self._on_entry = on_entry
-        self._writer = _client(self._url, self._connect_timeout_s, self._socket_timeout_s)
-        self._reader = _client(
+        self._writer = fail_fast_client(self._url, self._connect_timeout_s, self._socket_timeout_s)
+        self._reader = fail_fast_client(
             self._url, self._connect_timeout_s, self._socket_timeout_s + _READ_BLOCK_MS / 1000
         )
         tried = asyncio.Event()
@@ -148,7 +149,7 @@ class RedisHistory:
     async def _append_loop(self) -> None:
         assert self._writer is not None
         script = self._writer.register_script(_APPEND)
-        attempt = 0
+        backoff = Backoff()
         while not self._closed:
             if not self._queue:
                 self._drained.set()
@@ -163,36 +164,34 @@ class RedisHistory:
                 await script(keys=[STREAM_KEY, EPOCH_KEY, SEQ_KEY], args=args)
             except (RedisError, OSError) as exc:
                 # Kept at the head of the queue: sent again once Redis answers.
-                if self.write_up or attempt == 0:
+                if self.write_up or backoff.first:
                     log.warning("history: cannot append, will retry: %s", exc)
                 self.write_up = False
-                await asyncio.sleep(backoff_delay(attempt))
-                attempt += 1
+                await backoff.wait()
                 continue
             for _ in batch:
                 self._queue.popleft()
             self.appended += len(batch)
             self.write_up = True
-            attempt = 0
+            backoff.succeeded()
 
     # -- reading -------------------------------------------------------------------------
 
     async def _read_loop(self, tried: asyncio.Event) -> None:
         assert self._reader is not None
-        attempt = 0
+        backoff = Backoff()
         while not self._closed:
             try:
                 await self._sync_epoch()
                 self.read_up = True
-                attempt = 0
+                backoff.succeeded()
                 await self._follow(tried)
             except (RedisError, OSError) as exc:
-                if self.read_up or attempt == 0:
+                if self.read_up or backoff.first:
                     log.warning("history: lost Redis while reading: %s", exc)
                 self.read_up = False
                 tried.set()
-                await asyncio.sleep(backoff_delay(attempt))
-                attempt += 1
+                await backoff.wait()
 
     async def _sync_epoch(self) -> None:
         """A different epoch in Redis (it restarted empty): read its stream from the start."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
+
+from gateway.per_owner import PerOwner
 
 
 class MemoryPendingCommands:
@@ -23,12 +24,5 @@ class MemoryPendingCommands:
         self._queues.clear()
 
 
-_shared: weakref.WeakKeyDictionary[Any, MemoryPendingCommands] = weakref.WeakKeyDictionary()
-
-
-def shared_pending(owner: Any) -> MemoryPendingCommands:
-    """One queue per `owner` (the in-process bus broker replicas share)."""
-    pending = _shared.get(owner)
-    if pending is None:
-        pending = _shared[owner] = MemoryPendingCommands()
-    return pending
+# One queue per owner (the in-process bus broker replicas share).
+shared_pending = PerOwner(MemoryPendingCommands)

@@ -10,8 +10,8 @@ from typing import Any
 
 import msgpack
 
-from gateway.bus.redis import _client
 from gateway.pending.base import QUEUE_TTL_S
+from gateway.redis_pool import fail_fast_client
 
 
 def _key(npc_id: str) -> str:
@@ -22,7 +22,7 @@ class RedisPendingCommands:
     backend = "redis"
 
     def __init__(self, url: str, connect_timeout_s: float = 1.0, socket_timeout_s: float = 2.0):
-        self._redis = _client(url, connect_timeout_s, socket_timeout_s)
+        self._redis = fail_fast_client(url, connect_timeout_s, socket_timeout_s)
 
     async def push(self, npc_id: str, message: dict[str, Any], expires_ms: int) -> None:
         key = _key(npc_id)

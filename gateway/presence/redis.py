@@ -13,11 +13,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from typing import TypeVar
 
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from gateway.redis_pool import redis_client
+from gateway.redis_pool import fail_fast_client
 
 KEY_PREFIX = "aicraft:presence:"
 INDEX_KEY = "aicraft:presence-index"  # a set of NPC ids; outside KEY_PREFIX on purpose
@@ -87,14 +85,10 @@ class RedisPresence:
     ) -> None:
         self.ttl_s = ttl_s
         self._ttl_ms = max(1, int(ttl_s * 1000))
-        # No library retries: a dead Redis must surface as PresenceUnavailable at once.
-        self._redis = redis_client(
-            url,
-            wait_s=socket_timeout_s,
-            socket_connect_timeout=connect_timeout_s,
-            socket_timeout=socket_timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            decode_responses=True,  # ids and replica names are text
+        # Fail fast: a dead Redis must surface as PresenceUnavailable at once. Ids and replica
+        # names are text.
+        self._redis = fail_fast_client(
+            url, connect_timeout_s, socket_timeout_s, decode_responses=True
         )
         self._release = self._redis.register_script(_RELEASE)
         self._refresh = self._redis.register_script(_REFRESH)

@@ -11,9 +11,10 @@ Guarantees every implementation gives:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from gateway.store.listing import MetricsListing, NpcListing
 from gateway.store.retention import RetentionReport
 from gateway.types import MetricRow, NpcMap, PositionUpdate
 
@@ -26,7 +27,8 @@ class NpcExists(ValueError):
     """An NPC with that id is already registered."""
 
 
-class Store(Protocol):
+class Store(NpcListing, MetricsListing, Protocol):
+    # list_npcs and query_metrics are declared and written once, in store/listing.py.
     backend: str  # "sqlite" | "postgres"
 
     async def open(self) -> None:
@@ -45,18 +47,6 @@ class Store(Protocol):
         """Register a new NPC; raise :class:`NpcExists` if the id is taken."""
 
     async def get_npc(self, npc_id: str) -> NpcMap | None: ...
-
-    async def list_npcs(
-        self,
-        *,
-        status: str | None = None,
-        role: str | None = None,
-        only_ids: Collection[str] | None = None,
-        exclude_ids: Collection[str] | None = None,
-        after_id: str | None = None,
-        limit: int = 100,
-    ) -> list[NpcMap]:
-        """NPCs ordered by id, strictly after `after_id`, at most `limit`."""
 
     async def update_npc(self, npc_id: str, changes: dict[str, Any]) -> NpcMap | None:
         """Change any of name, role, status; None if the NPC is unknown."""
@@ -86,16 +76,6 @@ class Store(Protocol):
 
     async def insert_metrics(self, rows: Sequence[MetricRow]) -> int:
         """How many rows were inserted (rows of unknown NPCs are not)."""
-
-    async def query_metrics(
-        self,
-        *,
-        npc: str | None = None,
-        name: str | None = None,
-        since_ms: int | None = None,
-        limit: int = 100,
-    ) -> list[MetricRow]:
-        """Newest first."""
 
     # -- the world model (§6.6) -----------------------------------------------------------------
     async def write_sections(self, rows: Sequence[tuple[str, int, int, int, bytes]]) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,6 +28,7 @@ from gateway.store.common import (
     iso,
     latest_positions,
 )
+from gateway.store.listing import MetricsListing, MetricsQuery, NpcListing, NpcQuery
 from gateway.store.retention import (
     DAY_MS,
     PARTITIONS_AHEAD,
@@ -193,7 +194,7 @@ _WRITE_SECTIONS = (
 )
 
 
-class PostgresStore:
+class PostgresStore(NpcListing, MetricsListing):
     """:class:`gateway.store.base.Store` on PostgreSQL through an asyncpg pool."""
 
     backend = "postgres"
@@ -319,37 +320,17 @@ class PostgresStore:
         async with self._conn() as conn:
             return _npc(await conn.fetchrow(f"{_SELECT_NPC} WHERE id = $1", npc_id))
 
-    async def list_npcs(
-        self,
-        *,
-        status: str | None = None,
-        role: str | None = None,
-        only_ids: Collection[str] | None = None,
-        exclude_ids: Collection[str] | None = None,
-        after_id: str | None = None,
-        limit: int = 100,
-    ) -> list[NpcMap]:
-        where: list[str] = []
+    async def _list_npcs(self, query: NpcQuery) -> list[NpcMap]:
         params: list[Any] = []
 
-        def add(clause: str, value: Any) -> None:
+        def param(value: Any) -> str:
             params.append(value)
-            where.append(clause.format(f"${len(params)}"))
+            return f"${len(params)}"
 
-        if status is not None:
-            add("status = {}", status)
-        if role is not None:
-            add("role = {}", role)
-        if only_ids is not None:
-            add("id = ANY({}::text[])", list(only_ids))
-        if exclude_ids:
-            add("id <> ALL({}::text[])", list(exclude_ids))
-        if after_id is not None:
-            add("id > {}", after_id)
-        sql = _SELECT_NPC + (f" WHERE {' AND '.join(where)}" if where else "")
-        params.append(max(0, limit))
+        where = query.where(param, "id = ANY({}::text[])", "id <> ALL({}::text[])")
+        sql = f"{_SELECT_NPC}{where} ORDER BY id LIMIT {param(query.limit)}"
         async with self._conn() as conn:
-            rows = await conn.fetch(f"{sql} ORDER BY id LIMIT ${len(params)}", *params)
+            rows = await conn.fetch(sql, *params)
         return [_npc(r) for r in rows]  # type: ignore[misc]
 
     async def update_npc(self, npc_id: str, changes: dict[str, Any]) -> NpcMap | None:
@@ -536,27 +517,16 @@ class PostgresStore:
                 await conn.execute("SELECT pg_advisory_unlock($1)", _RETENTION_LOCK)
         return report
 
-    async def query_metrics(
-        self,
-        *,
-        npc: str | None = None,
-        name: str | None = None,
-        since_ms: int | None = None,
-        limit: int = 100,
-    ) -> list[MetricRow]:
-        """Newest first; `since_ms` is inclusive."""
-        where: list[str] = []
+    async def _select_metrics(self, query: MetricsQuery) -> list[MetricRow]:
         params: list[Any] = []
-        for clause, value in (("npc = {}", npc), ("name = {}", name), ("ts >= {}", since_ms)):
-            if value is not None:
-                params.append(value)
-                where.append(clause.format(f"${len(params)}"))
-        sql = "SELECT npc, name, value, ts FROM metrics"
-        if where:
-            sql += f" WHERE {' AND '.join(where)}"
-        params.append(max(0, limit))
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        sql = query.sql(param)
         async with self._conn() as conn:
-            rows = await conn.fetch(f"{sql} ORDER BY ts DESC LIMIT ${len(params)}", *params)
+            rows = await conn.fetch(sql, *params)
         return [MetricRow(r[0], r[1], r[2], r[3]) for r in rows]
 
     # -- figures ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +26,7 @@ from gateway.store.common import (
     latest_positions,
     now_iso,
 )
+from gateway.store.listing import MetricsListing, MetricsQuery, NpcListing, NpcQuery
 from gateway.store.retention import RETENTION_BATCH, RetentionReport
 from gateway.types import MetricRow, NpcMap, PositionUpdate
 
@@ -59,7 +60,7 @@ def _npc(row: Sequence[Any] | None) -> NpcMap | None:
     return None if row is None else dict(zip(NPC_COLUMNS, row, strict=True))
 
 
-class SqliteStore:
+class SqliteStore(NpcListing, MetricsListing):
     """:class:`gateway.store.base.Store` on a SQLite file (WAL, synchronous=NORMAL)."""
 
     backend = "sqlite"
@@ -174,56 +175,25 @@ class SqliteStore:
     async def get_npc(self, npc_id: str) -> NpcMap | None:
         return await self._call(self._get, npc_id)
 
-    def _list(
-        self,
-        status: str | None,
-        role: str | None,
-        only_ids: list[str] | None,
-        exclude_ids: list[str] | None,
-        after_id: str | None,
-        limit: int,
-    ) -> list[NpcMap]:
-        where: list[str] = []
+    def _list(self, query: NpcQuery) -> list[NpcMap]:
         params: list[Any] = []
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        if role is not None:
-            where.append("role = ?")
-            params.append(role)
-        # Id sets travel as one JSON array: no limit on the number of SQL variables.
-        if only_ids is not None:
-            where.append("id IN (SELECT value FROM json_each(?))")
-            params.append(json.dumps(only_ids))
-        if exclude_ids:
-            where.append("id NOT IN (SELECT value FROM json_each(?))")
-            params.append(json.dumps(exclude_ids))
-        if after_id is not None:
-            where.append("id > ?")
-            params.append(after_id)
-        sql = _SELECT_NPC + (f" WHERE {' AND '.join(where)}" if where else "")
-        rows = self._db.execute(f"{sql} ORDER BY id LIMIT ?", (*params, max(0, limit)))
+
+        def param(value: Any) -> str:
+            # Id sets travel as one JSON array: no limit on the number of SQL variables.
+            params.append(json.dumps(value) if isinstance(value, list) else value)
+            return "?"
+
+        where = query.where(
+            param,
+            "id IN (SELECT value FROM json_each({}))",
+            "id NOT IN (SELECT value FROM json_each({}))",
+        )
+        sql = f"{_SELECT_NPC}{where} ORDER BY id LIMIT {param(query.limit)}"
+        rows = self._db.execute(sql, params)
         return [dict(zip(NPC_COLUMNS, r, strict=True)) for r in rows]
 
-    async def list_npcs(
-        self,
-        *,
-        status: str | None = None,
-        role: str | None = None,
-        only_ids: Collection[str] | None = None,
-        exclude_ids: Collection[str] | None = None,
-        after_id: str | None = None,
-        limit: int = 100,
-    ) -> list[NpcMap]:
-        return await self._call(
-            self._list,
-            status,
-            role,
-            None if only_ids is None else list(only_ids),
-            None if exclude_ids is None else list(exclude_ids),
-            after_id,
-            limit,
-        )
+    async def _list_npcs(self, query: NpcQuery) -> list[NpcMap]:
+        return await self._call(self._list, query)
 
     def _update(self, npc_id: str, changes: dict[str, Any]) -> NpcMap | None:
         if not changes:
@@ -400,31 +370,18 @@ class SqliteStore:
             if deleted < RETENTION_BATCH:
                 return report
 
-    def _query_metrics(
-        self, npc: str | None, name: str | None, since_ms: int | None, limit: int
-    ) -> list[MetricRow]:
-        where: list[str] = []
+    def _metrics(self, query: MetricsQuery) -> list[MetricRow]:
         params: list[Any] = []
-        for clause, value in (("npc = ?", npc), ("name = ?", name), ("ts >= ?", since_ms)):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        sql = "SELECT npc, name, value, ts FROM metrics"
-        if where:
-            sql += f" WHERE {' AND '.join(where)}"
-        rows = self._db.execute(f"{sql} ORDER BY ts DESC LIMIT ?", (*params, max(0, limit)))
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return "?"
+
+        rows = self._db.execute(query.sql(param), params)
         return [MetricRow(r[0], r[1], r[2], r[3]) for r in rows]
 
-    async def query_metrics(
-        self,
-        *,
-        npc: str | None = None,
-        name: str | None = None,
-        since_ms: int | None = None,
-        limit: int = 100,
-    ) -> list[MetricRow]:
-        """Newest first; `since_ms` is inclusive."""
-        return await self._call(self._query_metrics, npc, name, since_ms, limit)
+    async def _select_metrics(self, query: MetricsQuery) -> list[MetricRow]:
+        return await self._call(self._metrics, query)
 
     # -- figures ----------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

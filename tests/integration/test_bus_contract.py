@@ -17,6 +17,8 @@ from gateway.bus.memory import MemoryBroker, MemoryBus
 from gateway.bus.messages import Status, encode
 from gateway.bus.redis import RedisBus
 from gateway.regions import region_channel
+from tests.backends import MEMORY_AND_REDIS
+from tests.wait import until
 
 POSITIONS = region_channel("overworld", 0, 0)
 
@@ -45,19 +47,10 @@ class Recorder:
         return [p for c, p in self.messages if channel is None or c == channel]
 
 
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    """Poll the loop until `predicate` holds; fail after a generous deadline."""
-    deadline = asyncio.get_running_loop().time() + DEADLINE_S
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
 MakeBus = Callable[..., Awaitable[tuple[Bus, Recorder]]]
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=MEMORY_AND_REDIS)
 async def make_bus(request: pytest.FixtureRequest) -> AsyncIterator[MakeBus]:
     broker = MemoryBroker()
     url = request.getfixturevalue("redis_url") if request.param == "redis" else ""

@@ -11,19 +11,15 @@ from redis.asyncio import Redis
 from gateway.cache.base import Cache
 from gateway.cache.memory import MemoryCache
 from gateway.cache.redis import DATA_PREFIX, RedisCache
+from tests.backends import MEMORY_AND_REDIS, backend_for
 
 DEADLINE_S = 10.0
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=MEMORY_AND_REDIS)
 async def cache(request: pytest.FixtureRequest) -> AsyncIterator[Cache]:
-    backend: Cache
-    if request.param == "redis":
-        backend = RedisCache(request.getfixturevalue("redis_url"))
-    else:
-        backend = MemoryCache()
-    yield backend
-    await backend.close()
+    async with backend_for(request, MemoryCache, RedisCache) as backend:
+        yield backend
 
 
 async def test_get_set(cache: Cache) -> None:

@@ -27,6 +27,7 @@ from gateway.testing.gateway_process import GatewayProcess, start_replicas
 from gateway.testing.net import free_port
 from gateway.testing.postgres_server import PostgresServer
 from gateway.testing.redis_server import RedisServer
+from tests import wait
 from tests.harness import SECRET, Rest, token
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -122,21 +123,9 @@ async def until(
     deadline_s: float = WAIT_S,
     cluster: Cluster | None = None,
 ) -> None:
-    """Poll `check` (sync or async) until it holds; fail after the deadline."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline_s
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if loop.time() > end:
-            pytest.fail(
-                f"timed out after {deadline_s:.0f} s waiting for {what}"
-                + (f"\n{cluster.logs()}" if cluster else "")
-            )
-        await asyncio.sleep(0.05)  # poll interval
+    """Poll `check` (sync or async) until it holds; a failure shows the cluster's logs."""
+    details = cluster.logs if cluster else None
+    await wait.until(check, what, deadline_s, interval_s=0.05, details=details)
 
 
 class Watcher:

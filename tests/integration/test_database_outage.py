@@ -6,28 +6,28 @@ thing the tests do to the gateway is take its database away and give it back.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from gateway.testing.postgres_server import PostgresServer
-from tests.harness import Rest, RunningGateway, gateway_settings, running_gateway, token
+from tests.harness import Rest, RunningGateway, gateway_settings, running_gateway
+from tests.wait import until
 
 pytestmark = pytest.mark.postgres
 
 WAIT_S = 20.0  # deadline of one poll (generous: the machine is shared)
+poll = functools.partial(until, deadline_s=WAIT_S, interval_s=0.05)  # checks are REST calls
 
 
 @pytest.fixture
 def own_pg() -> Iterator[PostgresServer]:
     """A server of this test's own, so stopping it leaves the session's server alone."""
-    server = PostgresServer()
-    server.start()
-    yield server
-    server.close()
+    with PostgresServer() as server:
+        yield server
 
 
 @pytest.fixture
@@ -39,39 +39,22 @@ async def gw(own_pg: PostgresServer, tmp_path: Path) -> AsyncIterator[RunningGat
         yield gateway
 
 
-@pytest.fixture
-async def rest(gw: RunningGateway) -> AsyncIterator[Rest]:
-    client = Rest(gw.http, token("admin", "ops"))
-    yield client
-    await client.close()
-
-
-async def poll(check: Callable[[], Awaitable[bool]], deadline_s: float = WAIT_S) -> None:
-    """Poll `check` until it is true, failing after `deadline_s` (never a bare sleep)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline_s
-    while not await check():
-        if loop.time() > end:
-            raise AssertionError("condition not reached before the deadline")
-        await asyncio.sleep(0.05)
-
-
 async def test_health_stays_200_but_lists_the_open_breaker(
-    gw: RunningGateway, rest: Rest, own_pg: PostgresServer
+    gw: RunningGateway, admin: Rest, own_pg: PostgresServer
 ) -> None:
-    assert await rest.call("GET", "/api/health") == (
+    assert await admin.call("GET", "/api/health") == (
         200,
         {"status": "ok", "replica": "r1", "degraded": []},
     )
     own_pg.stop()
 
     async def database_open() -> bool:
-        status, _ = await rest.call("GET", "/api/npcs")
+        status, _ = await admin.call("GET", "/api/npcs")
         assert status == 503
         return gw.node.breakers["database"].state.value == "OPEN"
 
-    await poll(database_open)
-    status, body = await rest.call("GET", "/api/health")
+    await poll(database_open, "the database breaker to open")
+    status, body = await admin.call("GET", "/api/health")
     assert (
         status == 200
     )  # every replica shares the database: taking all out of rotation helps no one
@@ -79,7 +62,7 @@ async def test_health_stays_200_but_lists_the_open_breaker(
 
 
 async def test_bot_that_connects_during_an_outage_is_registered_and_written_after(
-    gw: RunningGateway, rest: Rest, own_pg: PostgresServer
+    gw: RunningGateway, admin: Rest, own_pg: PostgresServer
 ) -> None:
     own_pg.stop()
     bot = await gw.bot("outage-born")  # the gateway cannot register it now
@@ -95,16 +78,16 @@ async def test_bot_that_connects_during_an_outage_is_registered_and_written_afte
     own_pg.start()
 
     async def written() -> bool:
-        status, npc = await rest.call("GET", "/api/npcs/outage-born")
+        status, npc = await admin.call("GET", "/api/npcs/outage-born")
         if status != 200 or npc.get("x") != 4 or npc.get("status") != "mining":
             return False
-        status, page = await rest.call("GET", "/api/metrics?npc=outage-born&limit=100")
+        status, page = await admin.call("GET", "/api/metrics?npc=outage-born&limit=100")
         return status == 200 and len(page["metrics"]) == 6  # 5 ore + the task:completed
 
-    await poll(written)
-    _, page = await rest.call("GET", "/api/metrics?npc=outage-born&name=ore&limit=100")
+    await poll(written, "the write to land")
+    _, page = await admin.call("GET", "/api/metrics?npc=outage-born&name=ore&limit=100")
     assert sorted(m["value"] for m in page["metrics"]) == [0, 1, 2, 3, 4]
-    _, perf = await rest.call("GET", "/api/performance")
+    _, perf = await admin.call("GET", "/api/performance")
     batches = perf["batchProcessor"]
     assert batches["positions"]["dropped"] == 0
     assert batches["metrics"]["dropped"] == 0
@@ -113,7 +96,7 @@ async def test_bot_that_connects_during_an_outage_is_registered_and_written_afte
 
 
 async def test_positions_of_an_npc_the_database_does_not_know_are_counted_as_dropped(
-    gw: RunningGateway, rest: Rest
+    gw: RunningGateway, admin: Rest
 ) -> None:
     bot = await gw.bot("short-lived")
     await bot.send({"type": "pos", "x": 1, "y": 64, "z": 1})
@@ -126,7 +109,7 @@ async def test_positions_of_an_npc_the_database_does_not_know_are_counted_as_dro
         npc = await gw.node.store._store.get_npc("short-lived")
         return npc is not None and npc.get("x") == 1
 
-    await poll(stored)
+    await poll(stored, "the row to be stored")
     # Deleted behind the gateway's back (another tool, a restore): nothing matches any more.
     await gw.node.store._store._pool.execute("DELETE FROM npcs WHERE id = 'short-lived'")
     await bot.send({"type": "pos", "x": 2, "y": 64, "z": 1})
@@ -134,10 +117,10 @@ async def test_positions_of_an_npc_the_database_does_not_know_are_counted_as_dro
     gw.node.tick()
 
     async def counted() -> bool:
-        _, perf = await rest.call("GET", "/api/performance")
+        _, perf = await admin.call("GET", "/api/performance")
         return perf["batchProcessor"]["positions"]["dropped"] == 1
 
-    await poll(counted)
+    await poll(counted, "the count")
 
 
 async def test_a_snapshot_while_the_database_is_down_shows_who_is_online(
@@ -152,13 +135,13 @@ async def test_a_snapshot_while_the_database_is_down_shows_who_is_online(
     async def both_moved() -> bool:
         return {"stays", "goes"} <= gw.node.live.keys()
 
-    await poll(both_moved)
+    await poll(both_moved, "both to move")
     await goes.ws.close()
 
     async def gone() -> bool:
         return "goes" not in gw.node.hub.bots
 
-    await poll(gone)
+    await poll(gone, "it to be gone")
     own_pg.stop()
     _, snapshot = await gw.viewer()
     online = {n["id"]: n["online"] for n in snapshot["npcs"]}

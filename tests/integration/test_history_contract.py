@@ -5,7 +5,6 @@ Each history instance plays one replica. Waits are polls with a deadline, never 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -14,16 +13,8 @@ from gateway.history import Entry, History, MemoryHistory
 from gateway.history.memory import MemoryHistoryLog
 from gateway.history.redis import RedisHistory
 from gateway.testing.redis_server import RedisServer
-
-DEADLINE_S = 10.0
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + DEADLINE_S
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+from tests.backends import MEMORY_AND_REDIS
+from tests.wait import until
 
 
 def event(n: int, by: str) -> dict[str, object]:
@@ -33,7 +24,7 @@ def event(n: int, by: str) -> dict[str, object]:
 MakeHistory = Callable[[], Awaitable[tuple[History, list[Entry]]]]
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=MEMORY_AND_REDIS)
 async def make_history(request: pytest.FixtureRequest) -> AsyncIterator[MakeHistory]:
     log = MemoryHistoryLog()
     url = request.getfixturevalue("redis_url") if request.param == "redis" else ""

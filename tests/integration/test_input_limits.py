@@ -27,13 +27,6 @@ async def gw(tmp_path: Path) -> AsyncIterator[RunningGateway]:
         yield running
 
 
-@pytest.fixture
-async def admin(gw: RunningGateway) -> AsyncIterator[Rest]:
-    rest = Rest(gw.http, token("admin", "ops"))
-    yield rest
-    await rest.close()
-
-
 def nested(depth: int) -> dict[str, Any]:
     """A map nested `depth` levels deep (the map itself is level 1)."""
     value: dict[str, Any] = {"leaf": 1}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,11 @@ from tests.integration.test_cluster import WAIT_S, running_cluster, until
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 BOTS = 9
+
+
+def all_online_at(ids: list[str], x: float) -> Callable[[dict[str, Any]], bool]:
+    """A viewer's check: every one of `ids` is online and at `x`."""
+    return lambda npcs: all(npcs.get(n, {}).get("x") == x and npcs[n].get("online") for n in ids)
 
 
 async def test_bots_fail_over_through_nginx(pg_server: PostgresServer) -> None:
@@ -50,12 +56,7 @@ async def test_bots_fail_over_through_nginx(pg_server: PostgresServer) -> None:
             await asyncio.gather(*(bot.start() for bot in fleet.values()))
             for bot in fleet.values():
                 await bot.send_position(1, 64, 0)
-            await viewer.wait_for(
-                lambda npcs: all(
-                    npcs.get(n, {}).get("x") == 1 and npcs[n].get("online") for n in ids
-                ),
-                WAIT_S,
-            )
+            await viewer.wait_for(all_online_at(ids, 1), WAIT_S)
             # least_conn spread the sockets over the replicas.
             placed = {npc: bot.welcome["replica"] for npc, bot in fleet.items() if bot.welcome}
             spread = Counter(placed.values())
@@ -83,12 +84,7 @@ async def test_bots_fail_over_through_nginx(pg_server: PostgresServer) -> None:
             # Everyone moves again: the survivors carry the whole fleet.
             for bot in fleet.values():
                 await bot.send_position(2, 64, 0)
-            await viewer.wait_for(
-                lambda npcs: all(
-                    npcs.get(n, {}).get("x") == 2 and npcs[n].get("online") for n in ids
-                ),
-                WAIT_S,
-            )
+            await viewer.wait_for(all_online_at(ids, 2), WAIT_S)
             for npc in moved:  # joined at the start, and again from the replica that took it
                 assert [m["type"] for m in messages if m.get("id") == npc].count("joined") >= 2
             for npc in ids:  # REST through nginx agrees: presence now names a survivor

@@ -4,36 +4,20 @@ worker processes and, where a client would see it, over real sockets."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.protocol import ErrorCode, ProtocolError
-from gateway.workers import OwnerBusy, TaskTimeout, WorkerPool, run_path
+from gateway.workers import OwnerBusy, TaskTimeout, run_path
 from tests.harness import Rest, gateway_settings, running_gateway, token
 from tests.integration.test_worker_pool import echo, gate, until
 
 
 def spawn(coro: Any) -> asyncio.Task[Any]:
     return asyncio.get_running_loop().create_task(coro)
-
-
-@pytest.fixture
-async def make_pool() -> AsyncIterator[Callable[..., Any]]:
-    pools: list[WorkerPool] = []
-
-    async def make(workers: int = 1, queue_max: int = 8, **kw: Any) -> WorkerPool:
-        kw.setdefault("warmup", None)
-        pool = WorkerPool(workers, queue_max, **kw)
-        pools.append(pool)
-        await pool.start()
-        return pool
-
-    yield make
-    for pool in pools:
-        await pool.close()
 
 
 async def test_queued_task_times_out_at_its_deadline(

@@ -3,8 +3,8 @@ a backend with a TTL can show (expiry, re-creation after a Redis restart)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -12,28 +12,14 @@ from redis.asyncio import Redis
 from gateway.presence.base import Presence
 from gateway.presence.memory import MemoryPresence
 from gateway.presence.redis import INDEX_KEY, KEY_PREFIX, RedisPresence
-
-DEADLINE_S = 10.0
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll until `check` holds; fail after a generous deadline."""
-    deadline = asyncio.get_running_loop().time() + DEADLINE_S
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+from tests.backends import MEMORY_AND_REDIS, backend_for
+from tests.wait import until
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=MEMORY_AND_REDIS)
 async def presence(request: pytest.FixtureRequest) -> AsyncIterator[Presence]:
-    backend: Presence
-    if request.param == "redis":
-        backend = RedisPresence(request.getfixturevalue("redis_url"))
-    else:
-        backend = MemoryPresence()
-    yield backend
-    await backend.close()
+    async with backend_for(request, MemoryPresence, RedisPresence) as backend:
+        yield backend
 
 
 async def test_claim_returns_previous_other_holder(presence: Presence) -> None:
@@ -97,74 +83,78 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-@pytest.mark.redis
-async def test_claim_expires_without_refresh(redis_url: str) -> None:
-    presence = RedisPresence(redis_url, ttl_s=0.2)
-    try:
-        await presence.claim("n1", "A")
-        await presence.claim("n2", "A")  # a moment later: it expires a moment later too
+MakePresence = Callable[..., RedisPresence]
 
-        async def both_gone() -> bool:
-            return await presence.holder("n1") is None and await presence.holder("n2") is None
 
-        # Waiting for n1 alone and then asserting n2 gone raced n2's own, later deadline.
-        await until(both_gone, "the unrefreshed claims to expire")
-        assert await presence.online(["n1", "n2"]) == set()
-        assert await presence.online() == set()
-    finally:
+@pytest.fixture
+async def make_presence(redis_url: str) -> AsyncIterator[MakePresence]:
+    """RedisPresence instances on the session's Redis, closed after the test."""
+    made: list[RedisPresence] = []
+
+    def make(**kw: Any) -> RedisPresence:
+        made.append(RedisPresence(redis_url, **kw))
+        return made[-1]
+
+    yield make
+    for presence in made:
         await presence.close()
 
 
 @pytest.mark.redis
-async def test_online_all_prunes_expired_ids(redis_url: str, redis: Redis) -> None:
-    presence = RedisPresence(redis_url)
-    try:
-        await presence.claim("n1", "A")
-        await presence.claim("n2", "A")
-        await redis.delete(KEY_PREFIX + "n1")  # as if its TTL ran out
-        assert await presence.online() == {"n2"}
-        assert await redis.smembers(INDEX_KEY) == {b"n2"}
-    finally:
-        await presence.close()
+async def test_claim_expires_without_refresh(make_presence: MakePresence) -> None:
+    presence = make_presence(ttl_s=0.2)
+    await presence.claim("n1", "A")
+    await presence.claim("n2", "A")  # a moment later: it expires a moment later too
+
+    async def both_gone() -> bool:
+        return await presence.holder("n1") is None and await presence.holder("n2") is None
+
+    # Waiting for n1 alone and then asserting n2 gone raced n2's own, later deadline.
+    await until(both_gone, "the unrefreshed claims to expire")
+    assert await presence.online(["n1", "n2"]) == set()
+    assert await presence.online() == set()
 
 
 @pytest.mark.redis
-async def test_refresh_resets_the_ttl(redis_url: str, redis: Redis) -> None:
-    presence = RedisPresence(redis_url, ttl_s=30.0)
-    try:
-        await presence.claim("n1", "A")
-        await redis.pexpire(KEY_PREFIX + "n1", 50)  # nearly expired
-        await presence.refresh("A", ["n1"])
-        assert await redis.pttl(KEY_PREFIX + "n1") > 1_000  # back to a full TTL
-    finally:
-        await presence.close()
+async def test_online_all_prunes_expired_ids(make_presence: MakePresence, redis: Redis) -> None:
+    presence = make_presence()
+    await presence.claim("n1", "A")
+    await presence.claim("n2", "A")
+    await redis.delete(KEY_PREFIX + "n1")  # as if its TTL ran out
+    assert await presence.online() == {"n2"}
+    assert await redis.smembers(INDEX_KEY) == {b"n2"}
 
 
 @pytest.mark.redis
-async def test_refresh_recreates_claims_after_flushall(redis_url: str, redis: Redis) -> None:
-    presence = RedisPresence(redis_url)
-    try:
-        await presence.claim("n1", "A")
-        await presence.claim("n2", "A")
-        await presence.claim("n3", "B")
-        await redis.flushall()  # what a Redis restart without persistence looks like
-        assert await presence.online() == set()
-
-        await presence.refresh("A", ["n1", "n2"])
-        assert await presence.online() == {"n1", "n2"}
-        assert await presence.holder("n1") == "A"
-        assert await redis.pttl(KEY_PREFIX + "n1") > 0
-    finally:
-        await presence.close()
+async def test_refresh_resets_the_ttl(make_presence: MakePresence, redis: Redis) -> None:
+    presence = make_presence(ttl_s=30.0)
+    await presence.claim("n1", "A")
+    await redis.pexpire(KEY_PREFIX + "n1", 50)  # nearly expired
+    await presence.refresh("A", ["n1"])
+    assert await redis.pttl(KEY_PREFIX + "n1") > 1_000  # back to a full TTL
 
 
 @pytest.mark.redis
-async def test_refresh_held_reports_lost_ids(redis_url: str) -> None:
-    presence = RedisPresence(redis_url)
-    try:
-        await presence.claim("n1", "A")
-        await presence.claim("n2", "B")
-        assert await presence.refresh_held("A", ["n1", "n2", "n3"]) == {"n2"}
-        assert await presence.holder("n3") == "A"  # absent: re-created for A
-    finally:
-        await presence.close()
+async def test_refresh_recreates_claims_after_flushall(
+    make_presence: MakePresence, redis: Redis
+) -> None:
+    presence = make_presence()
+    await presence.claim("n1", "A")
+    await presence.claim("n2", "A")
+    await presence.claim("n3", "B")
+    await redis.flushall()  # what a Redis restart without persistence looks like
+    assert await presence.online() == set()
+
+    await presence.refresh("A", ["n1", "n2"])
+    assert await presence.online() == {"n1", "n2"}
+    assert await presence.holder("n1") == "A"
+    assert await redis.pttl(KEY_PREFIX + "n1") > 0
+
+
+@pytest.mark.redis
+async def test_refresh_held_reports_lost_ids(make_presence: MakePresence) -> None:
+    presence = make_presence()
+    await presence.claim("n1", "A")
+    await presence.claim("n2", "B")
+    assert await presence.refresh_held("A", ["n1", "n2", "n3"]) == {"n2"}
+    assert await presence.holder("n3") == "A"  # absent: re-created for A

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import functools
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,9 @@ import pytest
 from gateway.client import BotClient
 from gateway.testing.redis_server import RedisServer
 from tests.harness import Rest, RunningGateway, gateway_settings, running_gateway, token
+from tests.wait import until
 
-DEADLINE_S = 10.0
+poll = functools.partial(until, interval_s=0.02)  # some checks are REST calls
 
 
 @pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
@@ -22,22 +24,6 @@ async def gw(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Ru
     settings = gateway_settings(tmp_path, redis_url=url, command_queue_s=2)
     async with running_gateway(settings) as running:
         yield running
-
-
-@pytest.fixture
-async def admin(gw: RunningGateway) -> AsyncIterator[Rest]:
-    rest = Rest(gw.http, token("admin", "ops"))
-    yield rest
-    await rest.close()
-
-
-async def poll(check: Callable[[], Any], what: str) -> None:
-    """Poll an async check until it holds; fail after a deadline."""
-    deadline = asyncio.get_running_loop().time() + DEADLINE_S
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def status_of(admin: Rest, command_id: str) -> str:

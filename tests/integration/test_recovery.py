@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,7 @@ from websockets.exceptions import InvalidStatus
 
 from gateway.client import ViewerClient
 from tests.harness import Peer, Rest, RunningGateway, gateway_settings, running_gateway, token
-
-DEADLINE_S = 10.0
+from tests.wait import until
 
 
 @pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
@@ -29,14 +28,6 @@ async def gw(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Ru
     url = request.getfixturevalue("redis_url") if request.param == "redis" else None
     async with running_gateway(gateway_settings(tmp_path, redis_url=url, tick_ms=0)) as running:
         yield running
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + DEADLINE_S
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 async def emit(gw: RunningGateway, bot: Peer, n: int, name: str = "tick") -> int:
@@ -58,6 +49,16 @@ async def resume(gw: RunningGateway, since: str) -> Peer:
 
 async def events(peer: Peer, n: int) -> list[dict[str, Any]]:
     return [await peer.recv_type("event") for _ in range(n)]
+
+
+async def home_and_away(gw: RunningGateway, at: int) -> tuple[Peer, Peer]:
+    """Two bots at (at, 64, at): `home` in the overworld, `away` in the nether, both placed."""
+    home, away = await gw.bot("home"), await gw.bot("away")
+    await home.send({"type": "pos", "x": at, "y": 64, "z": at, "dim": "overworld"})
+    await away.send({"type": "pos", "x": at, "y": 64, "z": at, "dim": "the_nether"})
+    await home.roundtrip()
+    await away.roundtrip()
+    return home, away
 
 
 async def test_a_resuming_viewer_gets_what_it_missed_then_live_events(gw: RunningGateway) -> None:
@@ -113,11 +114,7 @@ async def test_an_unknown_epoch_or_a_seq_out_of_the_window_gets_a_fresh_snapshot
 
 
 async def test_filters_apply_to_replayed_events(gw: RunningGateway) -> None:
-    home, away = await gw.bot("home"), await gw.bot("away")
-    await home.send({"type": "pos", "x": 10, "y": 64, "z": 10, "dim": "overworld"})
-    await away.send({"type": "pos", "x": 10, "y": 64, "z": 10, "dim": "the_nether"})
-    await home.roundtrip()
-    await away.roundtrip()
+    home, away = await home_and_away(gw, 10)
     epoch, start = gw.node.history_ring.epoch or "", gw.node.history_ring.last_seq
     for peer in (home, away, home, away):
         await emit(gw, peer, 1)
@@ -138,11 +135,7 @@ async def test_filters_apply_to_replayed_events(gw: RunningGateway) -> None:
 
 
 async def test_resubscribing_with_since_repeats_nothing_already_sent(gw: RunningGateway) -> None:
-    home, away = await gw.bot("home"), await gw.bot("away")
-    await home.send({"type": "pos", "x": 1, "y": 64, "z": 1, "dim": "overworld"})
-    await away.send({"type": "pos", "x": 1, "y": 64, "z": 1, "dim": "the_nether"})
-    await home.roundtrip()
-    await away.roundtrip()
+    home, away = await home_and_away(gw, 1)
     viewer, _ = await gw.viewer()
     await viewer.send({"type": "subscribe", "dim": "overworld"})
     await viewer.recv_type("snapshot")

@@ -8,7 +8,8 @@ and measure nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+import functools
+from collections.abc import Callable, Iterator
 
 import pytest
 from redis.asyncio import Redis
@@ -20,12 +21,14 @@ from gateway.cache.redis import RedisCache
 from gateway.presence.redis import PresenceUnavailable, RedisPresence
 from gateway.regions import region_channel
 from gateway.testing.redis_server import RedisServer
+from tests import wait
 
 POSITIONS = region_channel("overworld", 0, 0)
 
 pytestmark = pytest.mark.redis
 
 DEADLINE_S = 15.0  # above the bus's reconnect backoff cap, with room for a loaded machine
+until = functools.partial(wait.until, deadline_s=DEADLINE_S)
 GUARD_S = 5.0
 
 
@@ -35,20 +38,6 @@ class Recorder:
 
     def __call__(self, channel: str, payload: bytes) -> None:
         self.payloads.append(payload)
-
-
-async def until(check: Callable[[], Awaitable[bool] | bool], what: str) -> None:
-    """Poll until `check` holds (it may be sync or async); fail after the deadline."""
-    deadline = asyncio.get_running_loop().time() + DEADLINE_S
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ Redis that the tests stop and start. A viewer on replica A watches bots held by 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 import uuid
@@ -28,10 +29,8 @@ RECONCILE_S = 2.0  # §6.4: once the replicas hear each other, viewers match wit
 
 @pytest.fixture
 def redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
+    with RedisServer() as server:
+        yield server
 
 
 @pytest.fixture
@@ -49,6 +48,23 @@ def online(viewer: ViewerClient) -> set[str]:
     return {npc for npc, m in viewer.npcs.items() if m.get("online")}
 
 
+@contextlib.asynccontextmanager
+async def watching_two_bots(
+    pair: tuple[RunningGateway, RunningGateway], first: str, second: str
+) -> AsyncIterator[tuple[ViewerClient, BotClient, BotClient]]:
+    """A viewer on A that sees two bots of B online, at x=1 and x=2."""
+    a, b = pair
+    async with (
+        ViewerClient(a.ws, token("viewer", "far")) as viewer,
+        BotClient(b.ws, token("npc", first)) as one,
+        BotClient(b.ws, token("npc", second)) as two,
+    ):
+        await one.send_position(1, 64, 1)
+        await two.send_position(2, 64, 2)
+        await viewer.wait_for(lambda _: online(viewer) == {first, second}, WAIT_S)
+        yield viewer, one, two
+
+
 async def bus_heard_again(gateway: RunningGateway, redis_up_at: float) -> float:
     """Seconds from Redis coming back until this replica heard a peer again."""
     loop = asyncio.get_running_loop()
@@ -64,16 +80,8 @@ async def test_long_outage_viewers_get_joined_again(
 ) -> None:
     """Over 15 s the other replica counts as dead and its bots get `left`; when it is heard
     again they must come back as `joined` (positions kept arriving for NPCs shown offline)."""
-    a, b = pair
-    async with (
-        ViewerClient(a.ws, token("viewer", "far")) as viewer,
-        BotClient(b.ws, token("npc", "steady")) as steady,
-        BotClient(b.ws, token("npc", "quitter")) as quitter,
-    ):
-        await steady.send_position(1, 64, 1)
-        await quitter.send_position(2, 64, 2)
-        await viewer.wait_for(lambda _: online(viewer) == {"steady", "quitter"}, WAIT_S)
-
+    a = pair[0]
+    async with watching_two_bots(pair, "steady", "quitter") as (viewer, steady, quitter):
         redis.stop()
         await viewer.wait_for(lambda _: online(viewer) == set(), WAIT_S)  # silence: "dead"
         await quitter.close()  # leaves during the outage: nobody on A can hear it
@@ -93,15 +101,7 @@ async def test_short_outage_lost_left_is_repaired(
     """A few seconds of outage: nobody is taken for dead, but a `left` published meanwhile
     was lost; after the outage the viewer must not keep showing that bot online."""
     a, b = pair
-    async with (
-        ViewerClient(a.ws, token("viewer", "far")) as viewer,
-        BotClient(b.ws, token("npc", "stays")) as stays,
-        BotClient(b.ws, token("npc", "goes")) as goes,
-    ):
-        await stays.send_position(1, 64, 1)
-        await goes.send_position(2, 64, 2)
-        await viewer.wait_for(lambda _: online(viewer) == {"stays", "goes"}, WAIT_S)
-
+    async with watching_two_bots(pair, "stays", "goes") as (viewer, _, goes):
         redis.stop()
 
         async def bus_down() -> None:

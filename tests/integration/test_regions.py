@@ -7,7 +7,7 @@ latest position, read from the shared store rather than from frames it no longer
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -27,6 +27,14 @@ R2 = [4608, 0, 5119, 511]  # another, far away
 def pair(pg_server: PostgresServer) -> Iterator[Cluster]:
     with running_cluster(pg_server, 2) as running:
         yield running
+
+
+@pytest.fixture
+async def rest_b(pair: Cluster) -> AsyncIterator[Rest]:
+    """An operator's REST client on replica B, the one whose viewers the tests move."""
+    client = Rest(pair[1].http, token("admin", "ops"))
+    yield client
+    await client.close()
 
 
 async def _bus(client: Rest) -> dict[str, Any]:
@@ -52,9 +60,8 @@ def _rest_x(client: Rest, npc: str, x: float) -> Callable[[], Awaitable[bool]]:
     return check
 
 
-async def test_subscriptions_follow_the_viewers(pair: Cluster) -> None:
+async def test_subscriptions_follow_the_viewers(pair: Cluster, rest_b: Rest) -> None:
     a, b = pair[0], pair[1]
-    rest_b = Rest(b.http, token("admin", "ops"))
     near = BotClient(a.ws, token("npc", "reg-near"))
     far = BotClient(a.ws, token("npc", "reg-far"))
     viewer = ViewerClient(b.ws, token("viewer", "reg-viewer"))
@@ -92,16 +99,15 @@ async def test_subscriptions_follow_the_viewers(pair: Cluster) -> None:
         await rest_b.close()
 
 
-async def test_rest_is_fresh_for_a_bot_that_left_the_heard_regions(pair: Cluster) -> None:
+async def test_rest_is_fresh_for_a_bot_that_left_the_heard_regions(
+    pair: Cluster, rest_b: Rest
+) -> None:
     """B hears R1 only; a bot crosses from R1 to R2 and keeps moving there. B saw it leave,
     then hears nothing of it: its REST must follow the store, not keep the last frame heard."""
-    a, b = pair[0], pair[1]
-    rest_b = Rest(b.http, token("admin", "ops"))
-    bot = BotClient(a.ws, token("npc", "reg-crosser"))
-    viewer = ViewerClient(b.ws, token("viewer", "reg-watch-r1"))
-    try:
-        await bot.start()
-        await viewer.start()
+    async with (
+        BotClient(pair[0].ws, token("npc", "reg-crosser")) as bot,
+        ViewerClient(pair[1].ws, token("viewer", "reg-watch-r1")) as viewer,
+    ):
         await viewer.subscribe("overworld", R1)
         await until(_hears(rest_b, 1), "B to hear R1", cluster=pair)
         await bot.send_position(200, 64, 200, dim="overworld")
@@ -113,22 +119,15 @@ async def test_rest_is_fresh_for_a_bot_that_left_the_heard_regions(pair: Cluster
         for x in range(4701, 4706):  # moves on inside R2, unheard by B
             await bot.send_position(x, 64, 200, dim="overworld")
         await until(_rest_x(rest_b, "reg-crosser", 4705), "B's REST to follow the bot in R2")
-    finally:
-        await viewer.close()
-        await bot.close()
-        await rest_b.close()
 
 
-async def test_rest_is_fresh_after_hearing_every_region_again(pair: Cluster) -> None:
+async def test_rest_is_fresh_after_hearing_every_region_again(pair: Cluster, rest_b: Rest) -> None:
     """B forgot a bot while it heard only R1; back to every region, the bot has not moved
     since: B's REST must still show where it went meanwhile, not the last frame it heard."""
-    a, b = pair[0], pair[1]
-    rest_b = Rest(b.http, token("admin", "ops"))
-    bot = BotClient(a.ws, token("npc", "reg-idle"))
-    viewer = ViewerClient(b.ws, token("viewer", "reg-widen"))
-    try:
-        await bot.start()
-        await viewer.start()
+    async with (
+        BotClient(pair[0].ws, token("npc", "reg-idle")) as bot,
+        ViewerClient(pair[1].ws, token("viewer", "reg-widen")) as viewer,
+    ):
         await until(_hears(rest_b, 0, every=True), "B to hear every region", cluster=pair)
         await bot.send_position(5000, 64, 300, dim="overworld")
         await viewer.wait_for_npc("reg-idle", WAIT_S, x=5000)
@@ -139,7 +138,3 @@ async def test_rest_is_fresh_after_hearing_every_region_again(pair: Cluster) -> 
         await viewer.subscribe()
         await until(_hears(rest_b, 0, every=True), "B to hear every region again", cluster=pair)
         await until(_rest_x(rest_b, "reg-idle", 5003), "B's REST to keep the bot's position")
-    finally:
-        await viewer.close()
-        await bot.close()
-        await rest_b.close()

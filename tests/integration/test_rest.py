@@ -18,13 +18,6 @@ async def gw(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Ru
         yield running
 
 
-@pytest.fixture
-async def admin(gw: RunningGateway) -> AsyncIterator[Rest]:
-    rest = Rest(gw.http, token("admin", "ops"))
-    yield rest
-    await rest.close()
-
-
 async def test_npc_crud(gw: RunningGateway, admin: Rest) -> None:
     status, npc = await admin.call("POST", "/api/npcs", {"id": "miner_1", "role": "miner"})
     assert status == 201

@@ -3,30 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 from gateway.bot_session import BOT_OUTBOX_BYTES
 from tests.harness import Rest, gateway_settings, running_gateway, token
-
-
-async def _stuck_bot(port: int, npc: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A bot that completes its handshake over a tiny receive buffer, then never reads."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
-    writer.write(
-        (
-            f"GET /ws/npc?token={token('npc', npc)} HTTP/1.1\r\n"
-            "Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    head = await reader.readuntil(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return reader, writer
+from tests.stuck_client import stuck_client
 
 
 async def test_stuck_bot_is_bounded_in_bytes_then_closed(tmp_path: Path) -> None:
@@ -34,7 +15,7 @@ async def test_stuck_bot_is_bounded_in_bytes_then_closed(tmp_path: Path) -> None
     async with running_gateway(settings) as gw:
         node = gw.node
         viewer, _ = await gw.viewer()
-        _, stuck_writer = await _stuck_bot(gw.port, "stuck")
+        _, stuck_writer = await stuck_client(gw.port, "npc", "stuck")
         healthy = await gw.bot("healthy")
         rest = Rest(gw.http, token("admin", "ops"))
         loop = asyncio.get_running_loop()

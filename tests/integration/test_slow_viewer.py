@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
-from tests.harness import gateway_settings, running_gateway, token
+from tests.harness import gateway_settings, running_gateway
+from tests.stuck_client import stuck_client
 
 NPCS = 2000
-
-
-async def _stuck_viewer(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Complete a WebSocket handshake over a tiny receive buffer, then never read again."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
-    writer.write(
-        (
-            f"GET /ws/viewer?token={token('viewer', 'stuck')} HTTP/1.1\r\n"
-            "Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    head = await reader.readuntil(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return reader, writer
 
 
 async def test_stuck_viewer_is_bounded_and_closed_while_others_flow(tmp_path: Path) -> None:
@@ -35,7 +16,7 @@ async def test_stuck_viewer_is_bounded_and_closed_while_others_flow(tmp_path: Pa
     async with running_gateway(settings) as gw:
         node = gw.node
         healthy, _ = await gw.viewer("msgpack")
-        _, stuck_writer = await _stuck_viewer(gw.port)
+        _, stuck_writer = await stuck_client(gw.port, "viewer", "stuck")
         stuck = next(v for v in node.hub.viewers if v.encoding.name == "JSON")
         dim = "d" * 64  # fatter frames fill the socket buffers sooner
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,10 @@ from gateway.workers import (
     TaskFailed,
     TaskTimeout,
     WorkerCrashed,
-    WorkerPool,
     run_mining_plan,
     run_path,
 )
+from tests import wait
 
 # -- task functions: top-level so the spawned workers can import them by name -------------------
 
@@ -52,31 +53,7 @@ def boom(arg: Any, budget_s: float) -> None:
 
 # -- helpers ---------------------------------------------------------------------------------
 
-
-async def until(predicate: Callable[[], bool], what: str, deadline_s: float = 60.0) -> None:
-    """Poll `predicate` on the loop until it holds; fail after the deadline."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline_s
-    while not predicate():
-        if loop.time() > end:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
-@pytest.fixture
-async def make_pool() -> AsyncIterator[Callable[..., Any]]:
-    pools: list[WorkerPool] = []
-
-    async def make(workers: int = 1, queue_max: int = 8, **kw: Any) -> WorkerPool:
-        kw.setdefault("warmup", None)  # these tests do not need the search kernel loaded
-        pool = WorkerPool(workers, queue_max, **kw)
-        pools.append(pool)
-        await pool.start()
-        return pool
-
-    yield make
-    for pool in pools:
-        await pool.close()
+until = functools.partial(wait.until, deadline_s=60.0, interval_s=0.005)
 
 
 def spawn(coro: Any) -> asyncio.Task[Any]:

@@ -42,6 +42,33 @@ def trip(breaker: CircuitBreaker) -> None:
         breaker.record_failure()
 
 
+def half_open(config: BreakerConfig | None = None) -> tuple[CircuitBreaker, FakeClock]:
+    """A breaker tripped by the default failures whose 60 s open period has just run out."""
+    breaker, clock = make(config)
+    trip(breaker)
+    clock.advance(60)
+    return breaker, clock
+
+
+async def hanging_call(breaker: CircuitBreaker) -> asyncio.Task[None]:
+    """A call through `breaker` that never returns, once it is under way."""
+    started = asyncio.Event()
+
+    async def wait_forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(breaker.call(wait_forever))
+    await started.wait()
+    return task
+
+
+async def cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 # --- the pure core ---------------------------------------------------------------------------
 
 
@@ -137,9 +164,7 @@ def test_reset_timeout_then_half_open_then_two_successes_close() -> None:
 
 
 def test_failure_in_half_open_reopens_for_a_full_reset_timeout() -> None:
-    breaker, clock = make()
-    trip(breaker)
-    clock.advance(60)
+    breaker, clock = half_open()
     breaker.record_success()  # one trial success is not enough...
     breaker.record_failure()  # ...and a failure reopens at once
     assert breaker.state is OPEN
@@ -199,24 +224,12 @@ async def test_timeout_counts_as_a_failure_and_raises_timeout_error() -> None:
 
 async def test_cancellation_is_neither_success_nor_failure() -> None:
     breaker, _ = make()
-    started = asyncio.Event()
-
-    async def wait_forever() -> None:
-        started.set()
-        await asyncio.Event().wait()
-
-    task = asyncio.create_task(breaker.call(wait_forever))
-    await started.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel(await hanging_call(breaker))
     assert breaker.stats()["totalCalls"] == 0
 
 
 async def test_half_open_call_failure_reopens_and_raises_the_original_error() -> None:
-    breaker, clock = make()
-    trip(breaker)
-    clock.advance(60)
+    breaker, _ = half_open()
 
     async def boom() -> None:
         raise OSError("still down")
@@ -283,9 +296,7 @@ def test_registry_names_stats_and_reuse() -> None:
 
 
 def test_half_open_lets_one_trial_through_at_a_time() -> None:
-    breaker, clock = make()
-    trip(breaker)
-    clock.advance(60)
+    breaker, _ = half_open()
     assert breaker.allow()  # the trial
     assert not breaker.allow()  # a second caller while the trial is out
     assert breaker.stats()["rejected"] == 1
@@ -298,9 +309,7 @@ def test_half_open_lets_one_trial_through_at_a_time() -> None:
 
 
 def test_a_lost_trial_frees_its_slot_after_the_call_timeout() -> None:
-    breaker, clock = make(BreakerConfig(timeout=5.0))
-    trip(breaker)
-    clock.advance(60)
+    breaker, clock = half_open(BreakerConfig(timeout=5.0))
     assert breaker.allow()
     assert not breaker.allow()
     clock.advance(5.0)  # whoever took the trial never reported back
@@ -308,19 +317,8 @@ def test_a_lost_trial_frees_its_slot_after_the_call_timeout() -> None:
 
 
 async def test_cancelled_trial_frees_the_slot() -> None:
-    breaker, clock = make()
-    trip(breaker)
-    clock.advance(60)
-    started = asyncio.Event()
-
-    async def wait_forever() -> None:
-        started.set()
-        await asyncio.Event().wait()
-
-    task = asyncio.create_task(breaker.call(wait_forever))
-    await started.wait()
+    breaker, _ = half_open()
+    trial = await hanging_call(breaker)
     assert not breaker.allow()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel(trial)
     assert breaker.allow()
