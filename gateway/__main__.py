@@ -1,4 +1,4 @@
-"""Command line: `serve`, `token`, `migrate` (contract §1), `simulate`.
+"""Command line: `serve`, `token`, `migrate` (§13), `simulate`.
 
 Each command imports what it runs when it runs, so `token` loads no server and no simulator.
 """

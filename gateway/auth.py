@@ -1,4 +1,4 @@
-"""Bearer tokens (contract §2): HS256 JWTs with `sub`, `role` and `exp`."""
+"""Bearer tokens (§2): HS256 JWTs with `sub`, `role` and `exp`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Circuit breakers for the gateway's dependencies (contract §3.5 `unavailable`, §5).
+"""Circuit breakers for the gateway's dependencies (§6 `unavailable`, docs/api.md).
 
 CLOSED → OPEN after `failure_threshold` consecutive failures; OPEN rejects at once for
 `reset_timeout` seconds; then HALF_OPEN lets one trial call through at a time (a dependency
@@ -26,7 +26,7 @@ from typing import Any, ParamSpec, TypeVar
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# Names the gateway registers (contract §5 `circuitBreakers`).
+# Names the gateway registers (docs/api.md `circuitBreakers`).
 MINECRAFT_BRIDGE_BREAKER = "MinecraftBridge"
 DATABASE_BREAKER = "database"
 REDIS_BREAKER = "redis"

@@ -8,10 +8,10 @@ deleted) and 4409 (replaced by a newer connection for the same NPC). `close_code
 `token` is a string or a *provider*: a callable (sync or async) returning a fresh token. With
 a provider the client asks it for a token before every connect and again when a fifth of the
 current token's lifetime is left, and refreshes the open connection in place (`auth`), so a
-fleet runs for weeks without a restart (contract §6.1). A plain string expires with its `exp`:
+fleet runs for weeks without a restart (§2). A plain string expires with its `exp`:
 the gateway closes the socket (4401) and the reconnect is refused (401), which stops the client.
 
-Nothing is missed across a reconnect (contract §6.5): a `ViewerClient` resumes the event
+Nothing is missed across a reconnect (§11): a `ViewerClient` resumes the event
 stream from the last `{epoch, seq}` it got, so the events emitted while it was away arrive
 (after a `recovered` message) before live ones; a `BotClient` hands each command id to
 `on_command` once, however often a queued command reaches it.
@@ -459,7 +459,7 @@ class BotClient(_Client):
         self.status: str | None = None
         self.commands_received = 0
         self.duplicate_commands = 0  # command ids seen before: acked again, not handled again
-        # Recent command ids, oldest first: a queued command (§6.5) may reach the bot again
+        # Recent command ids, oldest first: a queued command (§10) may reach the bot again
         # after a reconnect if its ack was lost; the handler must see it once.
         self._seen_commands: dict[Any, None] = {}
         self._offline: deque[Message] = deque(maxlen=offline_queue)
@@ -576,7 +576,7 @@ class ViewerClient(_Client):
     `npcs` maps NPC id → NPC map: each `snapshot` replaces it (one arrives after every
     (re)connect and every `subscribe`), `positions` and `status` update entries, `joined` /
     `left` set `online`. With an area or dimension subscribed, an NPC whose position update
-    lies outside it has left (contract §6.2) and is removed from `npcs`. The subscription is
+    lies outside it has left (§11) and is removed from `npcs`. The subscription is
     sent again after a reconnect.
     """
 
@@ -602,7 +602,7 @@ class ViewerClient(_Client):
         self._view: tuple[str | None, Area | None] | None = None  # (dim, area) subscribed
         self._queues: set[asyncio.Queue[Message]] = set()
         self._waiters: list[tuple[Callable[[Message | None], bool], asyncio.Future[Any]]] = []
-        # Where the event stream was left (§6.5): every reconnect resumes from here.
+        # Where the event stream was left (§11): every reconnect resumes from here.
         self.epoch: str | None = None
         self.seq: int | None = None
         self.recoveries = {"ok": 0, "failed": 0}
@@ -649,7 +649,7 @@ class ViewerClient(_Client):
             for update in msg.get("updates") or ():
                 self.updates += 1
                 if view is not None and not in_view(update, *view):
-                    # It left the subscribed area (§6.2): this is its last word until it is back.
+                    # It left the subscribed area (§11): this is its last word until it is back.
                     self.npcs.pop(update["id"], None)
                     continue
                 self.npcs.setdefault(update["id"], {"id": update["id"]}).update(update)

@@ -3,7 +3,7 @@
 REST on any replica → presence says who holds the bot → that replica's command channel →
 its session hands the command to the socket → a `delivered` reply on the asking replica's
 command channel. The asking replica answers 202 once delivered. When nobody holds the bot, or
-the holder does not confirm within the deadline (§6.5), the command is queued for up to 60 s
+the holder does not confirm within the deadline (§10), the command is queued for up to 60 s
 and handed over, once, by whichever replica the bot connects to next. Deliveries, queued
 commands and the bots' acks are recorded in the cache (warm tier) so `GET /api/commands/{id}`
 works on every replica.

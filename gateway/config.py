@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gateway.store.retention import parse_duration_s
 
-MIN_SECRET_BYTES = 32  # HMAC-SHA256 key: shorter is guessable (§6.1)
+MIN_SECRET_BYTES = 32  # HMAC-SHA256 key: shorter is guessable (§2)
 
 
 class ConfigError(ValueError):
@@ -131,7 +131,7 @@ class Settings:
     # Bots with unsent output are closed (1008) after this long without a send completing.
     bot_stall_s: float = 10.0
     # A connection without a complete request head this long after it opened (or after its
-    # last response) is closed: idle and half-sent heads cannot pile up (§6.3).
+    # last response) is closed: idle and half-sent heads cannot pile up (§5).
     head_timeout_s: float = 15.0
     # Pathfinding/mining requests one client (a token's role and sub) may have in flight.
     path_in_flight: int = 4
@@ -139,12 +139,12 @@ class Settings:
     eager_workers: bool = True
     # Browsers' Origin values allowed to open a WebSocket; None: any (and requests without one).
     allowed_origins: tuple[str, ...] | None = None
-    # Event history (§6.5): the last N events or S seconds, whichever is less.
+    # Event history (§11): the last N events or S seconds, whichever is less.
     history_events: int = 10_000
     history_seconds: int = 600
-    # How long a command for an offline bot waits for it (§6.5).
+    # How long a command for an offline bot waits for it (§10).
     command_queue_s: int = 60
-    # The shared world model (§6.6): sections it holds (512 B each, mapped by the workers),
+    # The shared world model (§9): sections it holds (512 B each, mapped by the workers),
     # and how far around start and goal a search on it may go (blocks).
     world_sections: int = 262_144
     world_margin_xz: int = 64

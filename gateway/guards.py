@@ -72,7 +72,7 @@ class GuardedPresence:
     others announced) to what Redis says. Claims vanish from a Redis that restarted empty
     until their holders' next heartbeat; a snapshot built meanwhile would show those bots
     offline, and no `joined` would ever correct it, because `joined` / `left` are computed
-    from this same local knowledge, which did not change (§6.4).
+    from this same local knowledge, which did not change (docs/reliability.md).
     """
 
     def __init__(

@@ -191,7 +191,7 @@ class Node:
         self.registrations = Registrar(self.registry.ensure)
         for writer in (self.positions, self.statuses, self.metrics, self.profiles):
             writer.before = self.registrations.settle
-        # The shared world model (§6.6): sections bots report, read in place by the workers.
+        # The shared world model (§9): sections bots report, read in place by the workers.
         self.world = WorldModel(
             settings.world_sections,
             margin_xz=settings.world_margin_xz,
@@ -238,7 +238,7 @@ class Node:
             now_reconnects = self._bus_reconnects()
             if now_reconnects != reconnects:
                 # Our bus was down: whatever `joined`/`left` crossed meanwhile is lost, both
-                # ways. Every replica re-announces its bots (§6.4).
+                # ways. Every replica re-announces its bots (docs/reliability.md).
                 reconnects = now_reconnects
                 self._publish(EVENTS, Sync(to=EVERYONE))
                 self._announce_held()
@@ -464,7 +464,7 @@ class Node:
         self, window: dict[str, PositionUpdate], previous: dict[str, PositionUpdate], ts: int
     ) -> None:
         """One message per region with movement. An NPC that crossed a border also goes to
-        the region it left, so the replicas hearing only that one see it go (§6.2)."""
+        the region it left, so the replicas hearing only that one see it go (§11)."""
         # Hot path: group by (dim, rx, rz) tuples; a channel name is formatted once per region.
         by_region: dict[tuple[str, float, float], list[PositionRow]] = {}
         for npc, u in window.items():
@@ -500,7 +500,7 @@ class Node:
                 self._forgotten.add(npc)
 
     def region_stats(self) -> dict[str, Any]:
-        """`regions`: region channels heard; `allRegions`: every region is (§6.7); and
+        """`regions`: region channels heard; `allRegions`: every region is (docs/scaling.md); and
         `rejected`: payloads that were not a message (next to the bus backend's figures)."""
         heard = self.heard_regions
         return {
@@ -708,7 +708,7 @@ class Node:
     # -- figures ------------------------------------------------------------------------------
 
     def history_stats(self) -> dict[str, Any]:
-        """The event history (§6.5): this replica's window, resumes, and the backend."""
+        """The event history (§11): this replica's window, resumes, and the backend."""
         ring = self.history_ring
         return {
             **self.history.stats(),

@@ -7,7 +7,7 @@ than the presence TTL has its announced bots treated as gone.
 The bus is at most once: while Redis is down, `joined` and `left` are lost, and a replica
 taken for dead may come back. So a replica heard after a gap (or for the first time) is asked
 for its whole list of bots, and `replace` turns that list into the `joined` / `left` that the
-viewers missed (§6.4).
+viewers missed (docs/reliability.md).
 """
 
 from __future__ import annotations

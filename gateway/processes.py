@@ -1,4 +1,4 @@
-"""`serve --processes N`: N replicas of one box on one port (§6.7).
+"""`serve --processes N`: N replicas of one box on one port (docs/scaling.md).
 
 The parent starts N `serve` children that all bind the port with SO_REUSEPORT (the kernel
 spreads new connections over them) and join each other through Redis like replicas on

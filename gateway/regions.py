@@ -1,4 +1,4 @@
-"""Region channels (§6.7): positions travel per 512x512 block square of a dimension.
+"""Region channels (docs/scaling.md): positions travel per 512x512 block square of a dimension.
 
 Pure: which channel one position goes to, and which channels a replica's viewers need.
 A replica with an unfiltered viewer (or a filter too wide to list) hears every region; a

@@ -4,7 +4,7 @@ Tiers: registry rows and lists are warm (300 s), profiles and metric queries col
 Groups of keys (every list page, every metric query) are invalidated by bumping a version
 counter that is part of their keys, never by scanning for keys. Maps are returned with the
 freshest live position this replica knows (`live`) and `online` from presence overlaid. A
-replica that hears only some regions (§6.7) reads the positions it does not hear from the
+replica that hears only some regions (docs/scaling.md) reads the positions it does not hear from the
 store, which every replica writes each tick: a cached row may be minutes old.
 """
 

@@ -120,7 +120,7 @@ class Terrain:
 
 
 def terrain_section(terrain: Terrain, cx: int, cy: int, cz: int) -> bytes:
-    """The 512-byte solid bitset of one 16x16x16 section (contract §6.6): a block is solid
+    """The 512-byte solid bitset of one 16x16x16 section (§9): a block is solid
     up to and including its column's height."""
     import numpy as np
 
@@ -555,7 +555,7 @@ class Simulation:
         stream_world: bool = False,
     ) -> None:
         self.url = url
-        # The shared world model (§6.6): each bot reports one section of the terrain around it
+        # The shared world model (§9): each bot reports one section of the terrain around it
         # per tick, nearest first; the fleet reports each section once (the terrain never
         # changes).
         self.stream_world = stream_world
@@ -657,7 +657,7 @@ class Simulation:
                 continue
             solid = terrain_section(npc.terrain, *key)
             msg = {"type": "chunk", "dim": npc.dim, "origin": [k * 16 for k in key]}
-            # bytes in msgpack, base64 in JSON (§6.6)
+            # bytes in msgpack, base64 in JSON (§9)
             msg["solid"] = solid if self.encoding == "msgpack" else base64.b64encode(solid).decode()
             if await self.clients[npc.npc_id].send(msg):
                 self.reported.add((npc.dim, *key))

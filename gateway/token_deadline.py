@@ -1,4 +1,4 @@
-"""Tokens over time on open sockets (contract §6.1).
+"""Tokens over time on open sockets (§2).
 
 A connection lives only as long as its token: at `exp` it is closed with 4401 unless the client
 sent `auth` with a token for the same `sub` and `role` and a later `exp`, which moves the

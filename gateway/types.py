@@ -6,7 +6,7 @@ from typing import Any, NamedTuple, TypedDict
 
 
 class PositionUpdate(TypedDict):
-    """One NPC's position as it appears in a `positions` frame (contract §3.3)."""
+    """One NPC's position as it appears in a `positions` frame (§11)."""
 
     id: str
     x: float
@@ -18,7 +18,7 @@ class PositionUpdate(TypedDict):
 
 
 class MetricRow(NamedTuple):
-    """One metric sample (contract §4 "metric row")."""
+    """One metric sample (docs/api.md "metric row")."""
 
     npc: str
     name: str

@@ -8,8 +8,8 @@
   journal on disk (gateway/journal.py) so that a killed process loses none of them;
 - registrations: a bot that connected while the database was down is registered once it is
   back, before anything of its own is written (each writer settles them first), so nothing it
-  sent meanwhile is dropped for want of its row (§6.4). Rows the database still does not take
-  (the NPC was deleted) are counted as `dropped`, never dropped silently.
+  sent meanwhile is dropped for want of its row (docs/reliability.md). Rows the database still
+  does not take (the NPC was deleted) are counted as `dropped`, never dropped silently.
 """
 
 from __future__ import annotations
@@ -400,9 +400,9 @@ class ProfileUpdater(_QueueWriter[tuple[str, ProfileChange]]):
 
 
 class Registrar(_Retrying):
-    """NPCs whose bot connected while the database was down (§6.4): registered once it is
-    back. The other writers call `settle` before each flush, so an NPC's row exists before its
-    positions, statuses, metrics and profile changes are written."""
+    """NPCs whose bot connected while the database was down (docs/reliability.md): registered
+    once it is back. The other writers call `settle` before each flush, so an NPC's row exists
+    before its positions, statuses, metrics and profile changes are written."""
 
     def __init__(self, ensure: Callable[[str], Awaitable[Any]]) -> None:
         super().__init__("registrar")
@@ -458,7 +458,7 @@ SectionRow = tuple[str, int, int, int, bytes]
 
 
 class SectionWriter(_CoalescingWriter[tuple[str, int, int, int], SectionRow]):
-    """Writes each tick's changed world sections in one statement (§6.6). While the store is
+    """Writes each tick's changed world sections in one statement (§9). While the store is
     down, later ticks coalesce into what waits (latest bytes per section win), so what waits is
     bounded by the number of distinct sections, like positions by the number of NPCs."""
 

@@ -1,4 +1,4 @@
-"""Benchmark of the event history (contract 1.1, §6.5), embedded and on Redis.
+"""Benchmark of the event history (§11), embedded and on Redis.
 
   numbering  the cost of giving events their seq: events/s one replica's history numbers and
              hands back (Redis: the Lua script + XREAD round trip; embedded: in memory)

@@ -11,7 +11,7 @@ the same random standing start/goal pairs for every contender, it prints:
    carrying the whole world as a base64 bitset, as a bot would send it), with the p99 lateness
    of a coroutine ticking every 5 ms on the gateway's loop meanwhile;
 3. the same with the world by reference: the terrain loaded once into the shared world model
-   (§6.6) and requests without a world, with the bytes each request moves to a worker.
+   (§9) and requests without a world, with the bytes each request moves to a worker.
 
 Figures only; nothing is asserted. Needs networkx (a benchmark-only package).
 """

@@ -1,4 +1,4 @@
-"""Region channels (§6.7): inbound bus bytes per replica as the number of replicas grows.
+"""Region channels (docs/scaling.md): inbound bus bytes per replica as the number of replicas grows.
 
     python scripts/bench_regions.py                  # 2, 4, 8, 16 replicas, 20 bots each, 15 s
     python scripts/bench_regions.py --replicas 2 4 --seconds 5 --bots 10

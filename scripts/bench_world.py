@@ -1,4 +1,4 @@
-"""World model benchmark (§6.6): section ingest rate, and cross-replica visibility time.
+"""World model benchmark (§9): section ingest rate, and cross-replica visibility time.
 
     .venv/bin/python scripts/bench_world.py [--bots 1000] [--sections 20] [--trials 30]
 

@@ -1,4 +1,4 @@
-"""Who may call what (contract §2), checked before any handler or WebSocket upgrade."""
+"""Who may call what (§2), checked before any handler or WebSocket upgrade."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def required_roles(method: str, path: str) -> frozenset[Role] | None:
 
 def origin_allowed(allowed: tuple[str, ...] | None, origin: str | None) -> bool:
     """Browsers send `Origin` on every WebSocket upgrade; other clients need not. With a list
-    configured, a browser page from elsewhere cannot ride on a user's token (§6.3 additions)."""
+    configured, a browser page from elsewhere cannot ride on a user's token (§5 additions)."""
     return allowed is None or origin is None or origin.rstrip("/") in allowed
 
 

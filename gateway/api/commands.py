@@ -1,5 +1,5 @@
 """`POST /api/npcs/{id}/commands`: hand an operator's command to the bot, on any replica, or
-queue it for up to 60 s while the bot is offline (§6.5)."""
+queue it for up to 60 s while the bot is offline (§11)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ class ApiError(Exception):
         self.message = message
 
 
-RETRY_AFTER_S = 1  # what a 503 tells the client to wait (§6.3): outages here last seconds
+RETRY_AFTER_S = 1  # what a 503 tells the client to wait (§5): outages here last seconds
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -104,7 +104,7 @@ async def read_json(request: web.Request, max_bytes: int = MAX_BODY_BYTES) -> An
 
 
 def json_map(value: Any, what: str) -> dict[str, Any]:
-    """`value` if it is a map JSON can carry (§6.3: ≤ 32 deep), else a 400 `bad_message`."""
+    """`value` if it is a map JSON can carry (§5: ≤ 32 deep), else a 400 `bad_message`."""
     try:
         return check_json_map(value, what)
     except ProtocolError as err:

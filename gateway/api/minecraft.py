@@ -1,4 +1,4 @@
-"""POST /api/minecraft/command: run one command on the Minecraft server over RCON (§4)."""
+"""POST /api/minecraft/command: run one command on the Minecraft server over RCON (docs/api.md)."""
 
 from __future__ import annotations
 

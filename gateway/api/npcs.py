@@ -1,4 +1,4 @@
-"""The NPC registry over REST: CRUD, learning profiles and metrics (contract §4)."""
+"""The NPC registry over REST: CRUD, learning profiles and metrics (docs/api.md)."""
 
 from __future__ import annotations
 

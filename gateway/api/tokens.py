@@ -1,4 +1,4 @@
-"""POST /api/token: a fresh token for the caller's own sub and role (contract §6.1).
+"""POST /api/token: a fresh token for the caller's own sub and role (§2).
 
 The map page has only the token in its URL; before that token's `exp` it trades it here for a
 new one of the same lifetime and sends that over its socket as `auth`. Other clients would

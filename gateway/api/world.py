@@ -1,4 +1,4 @@
-"""REST on the shared world model (§6.6): what is known of a dimension, and its heightmap."""
+"""REST on the shared world model (§9): what is known of a dimension, and its heightmap."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 # and the region channels of positions its viewers need (gateway.regions, `set_positions`).
 EVENTS = "aicraft:evt"
 POSITIONS_PATTERN = "aicraft:pos:*"  # every region channel
-WORLD = "aicraft:world"  # changed world sections, one message per tick (§6.6)
+WORLD = "aicraft:world"  # changed world sections, one message per tick (§9)
 
 
 def command_channel(replica: str) -> str:

@@ -1,4 +1,4 @@
-"""Event history (§6.5): one ordered, numbered stream of `event`s for the whole gateway.
+"""Event history (§11): one ordered, numbered stream of `event`s for the whole gateway.
 
 `ring` is the pure core (what is kept, what a resuming viewer is owed); `memory` and `redis` are
 the two backends behind the `History` interface in `base`.

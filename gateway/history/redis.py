@@ -1,6 +1,6 @@
 """History on a Redis Stream: one stream for the gateway, numbered by one Lua script.
 
-Why an INCR-assigned seq rather than the stream's own ids: §6.5 wants seq to grow by exactly 1
+Why an INCR-assigned seq rather than the stream's own ids: §11 wants seq to grow by exactly 1
 per event, and stream ids (`ms-n`) do not. The script numbers a batch with INCR and adds each
 event with the explicit id `0-seq`, so the id *is* the seq and `XREAD` from `0-S` resumes after
 S. It also owns the epoch: when the epoch key is missing (a Redis that restarted empty), it

@@ -1,7 +1,7 @@
 """The history window one replica keeps, and what a resuming viewer is owed. Pure: no I/O.
 
 Entries are contiguous in seq. The window holds at most `max_events` entries no older than
-`max_age_ms` (the smaller wins, §6.5). A viewer that last saw `{epoch, seq}` can be resumed
+`max_age_ms` (the smaller wins, §11). A viewer that last saw `{epoch, seq}` can be resumed
 exactly when the epoch matches and every entry after `seq` is still held.
 """
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-QUEUE_TTL_S = 60.0  # how long a command waits for its bot (§6.5)
+QUEUE_TTL_S = 60.0  # how long a command waits for its bot (§10)
 
 
 class PendingCommands(Protocol):

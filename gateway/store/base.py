@@ -77,7 +77,7 @@ class Store(NpcListing, MetricsListing, Protocol):
     async def insert_metrics(self, rows: Sequence[MetricRow]) -> int:
         """How many rows were inserted (rows of unknown NPCs are not)."""
 
-    # -- the world model (§6.6) -----------------------------------------------------------------
+    # -- the world model (§9) -----------------------------------------------------------------
     async def write_sections(self, rows: Sequence[tuple[str, int, int, int, bytes]]) -> int:
         """Store (dim, cx, cy, cz, 512-byte bitset) rows in one statement, replacing what each
         section held; keys are unique within a batch. How many rows were written."""

@@ -1,4 +1,4 @@
-"""A* over standing cells (contract §3.4). Pure: no I/O; the clock is injected.
+"""A* over standing cells (§9). Pure: no I/O; the clock is injected.
 
 Movement rules, from a standing cell (x, y, z) to a horizontal neighbour column (nx, nz):
 

@@ -1,4 +1,4 @@
-"""Mining strategy: rank ore deposits for a bot (contract §4 `POST /api/strategy/mining`).
+"""Mining strategy: rank ore deposits for a bot (docs/api.md `POST /api/strategy/mining`).
 
 Pure: validation and ranking, no I/O. score = value[kind] * count / (1 + distance), distance the
 straight line from the bot to the deposit; a kind missing from `values` is worth 0. The best

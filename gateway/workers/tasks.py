@@ -89,7 +89,7 @@ def parse_path(msg: dict[str, Any], ref: Any = None) -> PathJob:
     world = msg.get("world")
     dim = "overworld"
     if world is None:
-        dim = parse_dim(msg.get("dim"), ref)  # §6.6: searched on the shared model
+        dim = parse_dim(msg.get("dim"), ref)  # §9: searched on the shared model
     elif type(world) is not dict:
         raise _bad("world must be a map", ref)
     max_nodes = msg.get("max_nodes")
@@ -110,7 +110,7 @@ def parse_path(msg: dict[str, Any], ref: Any = None) -> PathJob:
 # -- worker side (these run in the pool's processes) ---------------------------------------------
 
 
-GRID_CACHE_BYTES = 32 << 20  # per worker: a few large worlds, never unbounded (§6.3)
+GRID_CACHE_BYTES = 32 << 20  # per worker: a few large worlds, never unbounded (§5)
 GRID_CACHE: ByteBoundedCache[tuple[Any, ...], Grid] = ByteBoundedCache(GRID_CACHE_BYTES)
 
 
@@ -252,7 +252,7 @@ async def run_path(
 ) -> dict[str, Any]:
     """The `path_result` for a `path` message (or a POST /api/pathfind body).
 
-    Without `world` in the message the search runs on `world`, the shared model (§6.6): the
+    Without `world` in the message the search runs on `world`, the shared model (§9): the
     worker gets the arena's name and a box, never the blocks. Raises ``ProtocolError``:
     BAD_MESSAGE for a malformed request, BUSY when the queue is full, UNAVAILABLE while the
     pool is down. Timeouts and crashes come back as ``ok: false``.

@@ -1,4 +1,4 @@
-"""The `world` of a path request (contract §3.4), validated and decoded into a compact grid.
+"""The `world` of a path request (§9), validated and decoded into a compact grid.
 
 Pure: no I/O, no clock. `decode_world` turns the wire map into a :class:`Grid` (one byte per
 cell, 1 = solid) or raises ``ProtocolError(BAD_MESSAGE)``. It runs inside a worker process,

@@ -3,7 +3,7 @@
 A path request without a world names a box (chosen on the event loop from the start, the goal
 and the dimension's known bounds, see :func:`search_box`); the worker reads the box's sections
 from the arena it has mapped and unpacks them into the same :class:`Grid` the A* searches for
-requests with a world. Unknown sections are solid (§6.6): nobody walks into unreported ground.
+requests with a world. Unknown sections are solid (§9): nobody walks into unreported ground.
 
 Padding (the A* reads up to 4 cells below and 2 above a standing cell without bounds checks):
 air below the box, as for wire worlds, and solid above it, so the top of the box is never taken

@@ -1,4 +1,4 @@
-"""The shared world model of one replica (contract §6.6), owned by the event loop.
+"""The shared world model of one replica (§9), owned by the event loop.
 
 Sections live in a :class:`SectionArena` that the pathfinding workers map; this object is the
 arena's single writer and keeps what the loop needs besides: dimension ids, the known bounds
@@ -32,7 +32,7 @@ from gateway.world.sections import (
     set_bit,
 )
 
-MAX_HEIGHTMAP_SIDE = 512  # columns per side of one heightmap answer (§6.6)
+MAX_HEIGHTMAP_SIDE = 512  # columns per side of one heightmap answer (§9)
 
 # One changed section as it is persisted and published: (dim, cx, cy, cz, 512 bytes).
 SectionRow = tuple[str, int, int, int, bytes]

@@ -1,4 +1,4 @@
-"""Sections of the shared world model (contract §6.6), sans I/O: wire checks, keys, bit ops.
+"""Sections of the shared world model (§9), sans I/O: wire checks, keys, bit ops.
 
 A section is a 16x16x16 cube of blocks whose origin is a multiple of 16, held as its 4,096-bit
 solid bitset (512 bytes) in the contract's bit order: bit ``(y·16 + z)·16 + x`` of the local

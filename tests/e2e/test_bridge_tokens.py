@@ -1,4 +1,4 @@
-"""The Mineflayer bridge's token provider (contract §6.1) against a real in-process gateway.
+"""The Mineflayer bridge's token provider (§2) against a real in-process gateway.
 
 The bridge (`scripts/mineflayer/gateway-bridge.js`) runs in a real Node.js process; only the
 Minecraft side is a stand-in (an object with a position that emits no game events), since

@@ -289,7 +289,7 @@ def reachable_cell(bot: Any, steps: int) -> tuple[int, int]:
 
 
 async def test_event_log_has_no_gap_after_a_reconnect(tmp_path: Path, browser: Any) -> None:
-    """The page resumes with `since` (§6.5): events emitted while it was away fill the log.
+    """The page resumes with `since` (§11): events emitted while it was away fill the log.
     (Polled every 100 ms: an idle page draws no frames, so `raf` polling would stall.)"""
     async with running_gateway(gateway_settings(tmp_path)) as gw:
         page, errors = await open_page(browser, f"{gw.http}/?token={token('viewer', 'e2e')}")
@@ -528,7 +528,7 @@ async def test_page_renews_its_token_and_never_drops(tmp_path: Path, browser: An
 
 async def test_page_drops_an_npc_that_leaves_the_area_shown(tmp_path: Path, browser: Any) -> None:
     """Zoomed in on one place, the page subscribes to that area; an NPC walking away from it
-    leaves the map and the list "in the area shown" (contract §6.2), and comes back with it."""
+    leaves the map and the list "in the area shown" (§11), and comes back with it."""
     async with running_gateway(gateway_settings(tmp_path)) as gw:
         page, errors = await open_page(browser, f"{gw.http}/?token={token('viewer', 'e2e')}")
         bot = await gw.bot("wanderer")
@@ -561,7 +561,7 @@ def _floor_section() -> str:
 
 
 async def test_terrain_under_the_npcs_follows_the_model(tmp_path: Path, browser: Any) -> None:
-    """The page draws the shared world model's heightmap for the area on screen (§6.6), shaded
+    """The page draws the shared world model's heightmap for the area on screen (§9), shaded
     by height, and picks up sections bots report while it is open."""
     async with running_gateway(gateway_settings(tmp_path)) as gw:
         bot = await gw.bot("mapper")

@@ -588,7 +588,7 @@ def mappers(
 async def test_two_bots_map_the_way_for_a_path_without_a_world(
     world: World, mappers: Fleet, admin: Rest
 ) -> None:
-    """§6.6, done when: two bots in different places stream the sections around them; a path
+    """§9, done when: two bots in different places stream the sections around them; a path
     from one's area to the other's, through both, is found on the gateway with no world in the
     request. The server loads a bot the chunks from 4 behind to 3 ahead of its own: at z = 200
     (far from where the others spawn) bot A at x = -150 sees x -224..-97, bot B at x = -50 sees
@@ -667,7 +667,7 @@ async def test_bots_reconnect_after_the_gateway_restarts(
 
 
 def test_bridge_runs_each_command_id_once(node_modules: Path) -> None:
-    """A command queued for an offline bot (§6.5) may reach it again after a reconnect: the
+    """A command queued for an offline bot (§10) may reach it again after a reconnect: the
     bridge acks every copy but runs the command once. Pure logic, so the link is a stub."""
     script = (
         "const { GatewayLink } = require('./gateway-bridge');"

@@ -1,4 +1,4 @@
-"""Leaving an area filter (contract §6.2): a viewer whose filter covered an NPC gets the NPC's
+"""Leaving an area filter (§11): a viewer whose filter covered an NPC gets the NPC's
 first outside position once, then nothing of it until it is inside again. Real gateways on
 real ports, raw WebSocket clients; windows are cut by the test (`node.tick()`)."""
 

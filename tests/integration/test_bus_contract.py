@@ -149,8 +149,8 @@ async def test_counters(make_bus: MakeBus) -> None:
     assert (sa["published"], sa["received"], sa["dropped"]) == (3, 0, 0)
     assert (sb["published"], sb["received"], sb["dropped"]) == (0, 3, 0)
     assert sa["connected"] is True and sb["connected"] is True
-    # Bytes (§6.7): at least the payloads (Redis counts the echoes of its own messages that
-    # reach it too: what came in over the wire).
+    # Bytes (docs/scaling.md): at least the payloads (Redis counts the echoes of its own messages
+    # that reach it too: what came in over the wire).
     assert sa["published_bytes"] >= 6 and sb["published_bytes"] == 0
     assert sb["received_bytes"] >= 6
 

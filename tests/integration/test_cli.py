@@ -1,4 +1,4 @@
-"""The command line (contract §1): migrate, token, configuration errors."""
+"""The command line (§13): migrate, token, configuration errors."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_serve_refuses_a_short_secret(tmp_path: Path) -> None:
 
 
 def test_a_redis_cluster_url_is_a_clear_error_until_supported(tmp_path: Path) -> None:
-    """`redis+cluster://` (§6.7) is not built yet: say so instead of a stack trace."""
+    """`redis+cluster://` (docs/scaling.md) is not built yet: say so instead of a stack trace."""
     done = _gateway(
         "serve",
         "--port",

@@ -1,4 +1,4 @@
-"""The SDK's token provider (contract §6.1) against a real in-process gateway: a client given a
+"""The SDK's token provider (§2) against a real in-process gateway: a client given a
 callable refreshes in place before `exp` and fetches a fresh token for every reconnect."""
 
 from __future__ import annotations

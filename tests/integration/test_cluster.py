@@ -219,7 +219,7 @@ async def test_viewers_on_every_replica_see_every_bot(cluster: Cluster) -> None:
                     "name": "task:started",
                     "data": {"n": 1},
                 }
-            # One numbering for the cluster (§6.5): the same event has the same seq everywhere.
+            # One numbering for the cluster (§11): the same event has the same seq everywhere.
             assert len(numbered) == 1
         # Every bot hung up: every replica's viewers see every `left`.
         for view in views:
@@ -292,7 +292,7 @@ async def test_commands_are_routed_across_replicas(cluster: Cluster, rest: list[
             assert (record["npc"], record["action"]) == (npc, "mine")
         assert bot.commands_received == 3
 
-    # Registered but with no bot anywhere (it just hung up): queued on every replica (§6.5)...
+    # Registered but with no bot anywhere (it just hung up): queued on every replica (§11)...
     queued: list[str] = []
     for r in rest:
 
@@ -435,7 +435,7 @@ async def test_presence_expires_after_a_replica_is_killed(pg_server: PostgresSer
                 assert set(doomed) <= {n["id"] for n in page["npcs"]}
                 status, page = await rest_b.call("GET", "/api/npcs?online=true&limit=500")
                 assert {n["id"] for n in page["npcs"]} == set(survivor)
-                # Commands to the dead replica's bots: nobody holds them, so they wait (§6.5).
+                # Commands to the dead replica's bots: nobody holds them, so they wait (§10).
                 status, body = await rest_b.call(
                     "POST", f"/api/npcs/{doomed[0]}/commands", {"action": "mine"}
                 )

@@ -1,4 +1,4 @@
-"""A gateway on a PostgreSQL server of its own that the tests stop and start (contract §6.4).
+"""A gateway on a PostgreSQL server of its own that the tests stop and start (docs/reliability.md).
 
 In-process gateway on a real port, real WebSocket clients, a real PostgreSQL server: the only
 thing the tests do to the gateway is take its database away and give it back.

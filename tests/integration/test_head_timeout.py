@@ -1,4 +1,4 @@
-"""Connections that never finish a request head are closed (contract §6.3: 15 s)."""
+"""Connections that never finish a request head are closed (§5: 15 s)."""
 
 from __future__ import annotations
 

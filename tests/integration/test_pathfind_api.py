@@ -60,7 +60,7 @@ async def test_pathfind_answers_path_result(
     [
         b"not json",
         b"[1, 2]",
-        # No world is a search on the shared model (§6.6): only a bad `dim` is bad then.
+        # No world is a search on the shared model (§9): only a bad `dim` is bad then.
         b'{"start": [0, 1, 0], "goal": [5, 1, 5], "dim": ""}',
         b'{"start": [0, 1], "goal": [5, 1, 5], "world": {"solid": []}}',
         b'{"start": [0, 1, 0], "goal": [5, 1, 5], "world": {"solid": [[0, 0, "x"]]}}',

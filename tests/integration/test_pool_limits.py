@@ -1,4 +1,4 @@
-"""Pathfinding bounded per token and in time (contract §6.3, issue #10 item 8), on real
+"""Pathfinding bounded per token and in time (§5, issue #10 item 8), on real
 worker processes and, where a client would see it, over real sockets."""
 
 from __future__ import annotations

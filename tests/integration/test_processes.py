@@ -1,4 +1,4 @@
-"""`serve --processes N` (§6.7): N replicas on one port, joined through a real Redis.
+"""`serve --processes N` (docs/scaling.md): N replicas on one port, joined through a real Redis.
 
 The kernel spreads connections over the children (SO_REUSEPORT); a bot on one child is seen
 by a viewer on another, and SIGTERM to the parent drains every child before it exits.

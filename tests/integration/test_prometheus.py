@@ -105,7 +105,7 @@ async def test_the_grafana_dashboard_names_only_exported_series(tmp_path: Path) 
 
 
 async def test_bus_bytes_in_both_views(tmp_path: Path) -> None:
-    """§6.7: `bus.published_bytes` / `received_bytes` in /api/performance and /metrics."""
+    """`bus.published_bytes` / `received_bytes` in /api/performance and /metrics (scaling.md)."""
     text, perf = await _scrape(tmp_path)
     names = {name for name, _, _ in _samples(text)}
     for key in ("published_bytes", "received_bytes"):

@@ -1,4 +1,4 @@
-"""Commands for an offline bot (§6.5): queued, delivered once on reconnect, expired, acked once."""
+"""Commands for an offline bot (§10): queued, delivered once on reconnect, expired, acked once."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Event history and recovery (§6.5) over real sockets: embedded and on a real Redis.
+"""Event history and recovery (§11) over real sockets: embedded and on a real Redis.
 
 A viewer that reconnects with `since` gets `recovered`, the events it missed in order, then
 live ones: no gap and no duplicate, area/dimension filters applied to the replay too.

@@ -1,4 +1,4 @@
-"""Recovery through a real load balancer (§6.5): nginx over two real replica processes.
+"""Recovery through a real load balancer (§11): nginx over two real replica processes.
 
 While a bot streams events, the replica a viewer is on is killed with SIGKILL. The viewer
 reconnects through nginx to the survivor with `since` and ends with every event exactly once,

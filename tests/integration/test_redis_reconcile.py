@@ -1,4 +1,4 @@
-"""After a Redis outage every viewer's set of online NPCs matches reality (contract §6.4).
+"""After a Redis outage every viewer's set of online NPCs matches reality (docs/reliability.md).
 
 Two in-process replicas on real ports share a throwaway PostgreSQL database and a throwaway
 Redis that the tests stop and start. A viewer on replica A watches bots held by replica B.
@@ -24,7 +24,7 @@ from tests.harness import RunningGateway, gateway_settings, running_gateway, tok
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 WAIT_S = 30.0  # deadline of one wait (generous: the machine is shared)
-RECONCILE_S = 2.0  # §6.4: once the replicas hear each other, viewers match within this
+RECONCILE_S = 2.0  # reliability.md: once the replicas hear each other, viewers match within this
 
 
 @pytest.fixture

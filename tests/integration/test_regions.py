@@ -1,4 +1,4 @@
-"""Region channels (§6.7) with real replica processes, a real PostgreSQL and a real Redis.
+"""Region channels (docs/scaling.md) with real replica processes, PostgreSQL and Redis.
 
 A replica hears only the regions its viewers watch (all of them for a viewer without filter,
 none without viewers), follows its viewers as they move, and its REST still shows every NPC's
@@ -113,7 +113,7 @@ async def test_rest_is_fresh_for_a_bot_that_left_the_heard_regions(
         await bot.send_position(200, 64, 200, dim="overworld")
         await viewer.wait_for_npc("reg-crosser", WAIT_S, x=200)
         await bot.send_position(4700, 64, 200, dim="overworld")  # crosses into R2
-        # Published to the region it left too: B's viewer sees it go (§6.2).
+        # Published to the region it left too: B's viewer sees it go (§11).
         await until(lambda: "reg-crosser" not in viewer.npcs, "the viewer to see it leave R1")
         await until(_rest_x(rest_b, "reg-crosser", 4700), "B's REST to show the crossing")
         for x in range(4701, 4706):  # moves on inside R2, unheard by B

@@ -1,4 +1,4 @@
-"""The REST contract (§4, §5) over real HTTP against a real gateway, on SQLite and PostgreSQL."""
+"""The REST API (docs/api.md) over real HTTP against a real gateway, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

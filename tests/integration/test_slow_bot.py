@@ -1,4 +1,4 @@
-"""A bot that stops reading is bounded in bytes and closed with 1008 (contract §6.3)."""
+"""A bot that stops reading is bounded in bytes and closed with 1008 (§5)."""
 
 from __future__ import annotations
 

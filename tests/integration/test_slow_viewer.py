@@ -1,4 +1,4 @@
-"""A viewer that stops reading never makes the gateway wait or grow, and is closed (§3.3)."""
+"""A viewer that stops reading never makes the gateway wait or grow, and is closed (§11)."""
 
 from __future__ import annotations
 

@@ -356,7 +356,7 @@ async def test_same_store_recovers_after_restart(own_pg_server: PostgresServer) 
 async def test_world_sections_replace_and_survive_reopen(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path, store: Store
 ) -> None:
-    """§6.6: a batch is written whole, a later write of a section replaces it, and what was
+    """§9: a batch is written whole, a later write of a section replaces it, and what was
     written is there for the next process (the model survives restarts)."""
     a, b = bytes([1]) * 512, bytes([2]) * 512
     assert await store.load_sections() == []

@@ -1,4 +1,4 @@
-"""Tokens over time (contract §6.1): open sockets close at `exp` with 4401 unless refreshed
+"""Tokens over time (§2): open sockets close at `exp` with 4401 unless refreshed
 in place with `auth`. An in-process gateway on a real port, raw WebSocket clients."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The shared world model over real sockets (§6.6): bots report sections and block changes,
+"""The shared world model over real sockets (§9): bots report sections and block changes,
 paths need no world, REST shows what is known, the model survives a restart, and a section
 reported on one replica is searched on another within 1 s (real Redis, real PostgreSQL)."""
 
@@ -166,7 +166,7 @@ async def _searchable(gw: RunningGateway, rest: Rest, deadline_s: float = 30.0) 
 
 
 async def test_the_simulator_streams_its_terrain(tmp_path: Path) -> None:
-    """Simulated bots report the sections of the terrain around them (§6.6): the model's
+    """Simulated bots report the sections of the terrain around them (§9): the model's
     heightmap is the simulator's own terrain, and a path on it needs no world."""
     async with running_gateway(gateway_settings(tmp_path)) as gw:
         sim = Simulation(gw.ws, SECRET, 2, prefix="mapper", nether_share=0.0, stream_world=True)

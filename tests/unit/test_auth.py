@@ -1,4 +1,4 @@
-"""Tokens (contract §2)."""
+"""Tokens (§2)."""
 
 from __future__ import annotations
 

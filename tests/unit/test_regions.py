@@ -1,4 +1,4 @@
-"""Which region channel a position goes to and which ones a replica's viewers need (§6.7)."""
+"""Which region channel a position goes to and which ones a replica's viewers need (scaling.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The token secret (contract §6.1): at least 32 bytes, created atomically on first start."""
+"""The token secret (§2): at least 32 bytes, created atomically on first start."""
 
 from __future__ import annotations
 

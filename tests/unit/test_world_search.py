@@ -1,4 +1,4 @@
-"""A* on the shared model (§6.6) against the independent reference search of test_astar.
+"""A* on the shared model (§9) against the independent reference search of test_astar.
 
 The reference reads the contract literally over a membership test: a cell is solid when its
 section is known and its bit is set, or when its section is unknown (nobody walks into
