@@ -11,7 +11,6 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from gateway import PROTOCOL_VERSION
 from gateway.auth import Claims, owner_key
 from gateway.direct_ws import (
     DirectWebSocketResponse,
@@ -29,8 +28,11 @@ from gateway.protocol import (
     Encoding,
     ErrorCode,
     ProtocolError,
+    auth_ok,
+    bot_welcome,
     decode,
     encode,
+    error,
     message_type,
     parse_ack,
     parse_auth,
@@ -38,6 +40,7 @@ from gateway.protocol import (
     parse_metric,
     parse_position,
     parse_status,
+    pong,
 )
 from gateway.ratelimit import FloodGuard
 from gateway.sessions import RATE_LIMITED, WEBSOCKET_OPTIONS, encoding_of, expects
@@ -201,15 +204,7 @@ class BotSession:
         self.encoding = encoding_of(self.ws)
         self.opcode = WSMsgType.TEXT if self.encoding is Encoding.JSON else WSMsgType.BINARY
         # `welcome` is queued before anything else can be (a command, an error).
-        self.send_message(
-            {
-                "type": "welcome",
-                "npc": self.npc_id,
-                "replica": node.replica,
-                "tick_ms": node.settings.tick_ms,
-                "protocol": PROTOCOL_VERSION,
-            }
-        )
+        self.send_message(bot_welcome(self.npc_id, node.replica, node.settings.tick_ms))
         early, self._early = self._early or [], None
         for frame_type, data in early:
             self.on_frame(frame_type, data)
@@ -312,7 +307,7 @@ class BotSession:
         if kind == "pos":
             node.accept_position(parse_position(msg, npc, ref))
         elif kind == "ping":
-            self.send_message({"type": "pong"} if ref is None else {"type": "pong", "ref": ref})
+            self.send_message(pong(ref))
         elif kind == "status":
             node.accept_status(npc, parse_status(msg, ref))
         elif kind == "metric":
@@ -337,19 +332,14 @@ class BotSession:
             self._start_job(kind, ref, msg)
         elif kind == "auth":
             exp = self.deadline.refresh(node.settings.secret, parse_auth(msg, ref), ref)
-            reply: dict[str, Any] = {"type": "auth_ok", "exp": exp}
-            if ref is not None:
-                reply["ref"] = ref
-            self.send_message(reply)
+            self.send_message(auth_ok(exp, ref))
 
     async def _ack_checked(self, command_id: str, ref: Any) -> None:
         commands = self.node.commands
         if await commands.recipient(command_id) == self.npc_id:
             await commands.acked(self.npc_id, command_id)
         else:
-            self.send_message(
-                ProtocolError(ErrorCode.FORBIDDEN, NOT_YOUR_COMMAND, ref).to_message()
-            )
+            self.send_message(error(ErrorCode.FORBIDDEN, NOT_YOUR_COMMAND, ref))
 
     def _track(self, job: asyncio.Task[Any]) -> None:
         if self._jobs is None:

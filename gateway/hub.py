@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from gateway.history import Entry
-from gateway.protocol import Area, CloseCode, Encoding, encode, in_view
+from gateway.protocol import Area, CloseCode, Encoding, encode, in_view, positions_frame
 from gateway.task_owner import TaskOwner
 from gateway.telemetry import Telemetry
 from gateway.types import PositionUpdate
@@ -136,9 +136,7 @@ class Hub:
                 filtered[view] = updates
             if not updates:
                 continue
-            frame = encode(
-                {"type": "positions", "ts": ts_ms, "updates": list(updates.values())}, encoding
-            )
+            frame = positions_frame(updates, ts_ms, encoding)
             for viewer in members:
                 viewer.offer_positions(frame, updates)
             self.frames_broadcast += 1

@@ -17,7 +17,7 @@ from gateway.protocol import (
     SUBPROTOCOLS,
     Encoding,
     ErrorCode,
-    ProtocolError,
+    error,
     negotiate,
 )
 
@@ -41,7 +41,7 @@ def websocket() -> LingeringWebSocketResponse:
     return LingeringWebSocketResponse(heartbeat=HEARTBEAT_S, **WEBSOCKET_OPTIONS)
 
 
-RATE_LIMITED = ProtocolError(ErrorCode.RATE_LIMITED, "too many messages; dropped").to_message()
+RATE_LIMITED = error(ErrorCode.RATE_LIMITED, "too many messages; dropped")
 
 
 def encoding_of(ws: web.WebSocketResponse) -> Encoding:

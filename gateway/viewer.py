@@ -23,7 +23,7 @@ from aiohttp import WSMsgType, web
 
 from gateway.direct_ws import write_now
 from gateway.history import Entry
-from gateway.protocol import Area, CloseCode, Encoding, encode, in_view
+from gateway.protocol import Area, CloseCode, Encoding, in_view, positions_frame
 from gateway.telemetry import Telemetry
 from gateway.types import PositionUpdate
 
@@ -245,14 +245,8 @@ class ViewerConnection:
                 if self._updates is not None:
                     frame = self._frame
                     if frame is None:
-                        frame = encode(
-                            {
-                                "type": "positions",
-                                "ts": int(time.time() * 1000),
-                                "updates": list(self._updates.values()),
-                            },
-                            self.encoding,
-                        )
+                        ts_ms = int(time.time() * 1000)
+                        frame = positions_frame(self._updates, ts_ms, self.encoding)
                     offered_at = self.offered_at
                     self.reset_positions()
                     await self._send(frame)
