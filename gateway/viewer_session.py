@@ -51,7 +51,7 @@ async def viewer_endpoint(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     encoding = encoding_of(ws)
     viewer = ViewerConnection(
-        ws, encoding, request.transport, node.telemetry, resync=partial(_resync, node)
+        ws, encoding, request.transport, partial(_resync, node), node.telemetry
     )
     deadline = TokenDeadline(
         request[CLAIMS],
