@@ -61,7 +61,6 @@ class Hub:
         self.viewers: set[ViewerConnection] = set()
         self.stall_timeout_s = stall_timeout_s
         self.frames_broadcast = 0
-        self.viewers_closed_slow = 0
         self.bot_stall_s = bot_stall_s
         self.bots_closed_slow = 0
         self._closing_slow: set[BotLink] = set()
@@ -174,7 +173,6 @@ class Hub:
 
     def _close_slow(self, viewer: ViewerConnection, why: str) -> None:
         self.remove_viewer(viewer)
-        self.viewers_closed_slow += 1
         self.telemetry.viewers_closed_slow.inc()
         log.info("closing slow viewer: %s", why)
         self.tasks.spawn(viewer.close(CloseCode.POLICY, why), "close-slow-viewer")

@@ -75,7 +75,6 @@ class ViewerConnection:
         "dim",
         "encoding",
         "event_seq",
-        "frames_merged",
         "live_from",
         "messages_dropped",
         "offered_at",
@@ -93,7 +92,7 @@ class ViewerConnection:
         encoding: Encoding,
         transport: Any,
         resync: Resync,
-        telemetry: Telemetry | None = None,
+        telemetry: Telemetry,
     ) -> None:
         self.ws = ws
         self._resync = resync
@@ -118,7 +117,6 @@ class ViewerConnection:
         self._updates: dict[str, PositionUpdate] | None = None  # what the pending frame holds
         self._merged = False  # _updates is our private copy (safe to mutate)
         self.closed = False
-        self.frames_merged = 0
 
     # -- called by the hub (never awaits) -----------------------------------------------------
 
@@ -126,8 +124,7 @@ class ViewerConnection:
         """Queue a positions frame; if one is still pending, merge into it (latest wins)."""
         if self._updates is None:
             if self.outbox.try_now(frame):
-                if self.telemetry is not None:  # handed to the socket at once
-                    self.telemetry.viewer_send_delay_seconds.observe(0.0)
+                self.telemetry.viewer_send_delay_seconds.observe(0.0)  # handed over at once
                 return
             self._frame, self._updates = frame, updates
             self.offered_at = time.monotonic()
@@ -138,9 +135,7 @@ class ViewerConnection:
                 self._merged = True
             self._updates.update(updates)
             self._frame = None
-            self.frames_merged += 1
-            if self.telemetry is not None:
-                self.telemetry.viewer_frames_merged.inc()
+            self.telemetry.viewer_frames_merged.inc()
 
     def offer_message(self, payload: bytes) -> None:
         """Queue an encoded non-position message. On overflow the queue is dropped (counted)
@@ -232,8 +227,7 @@ class ViewerConnection:
         offered_at = self.offered_at
         self.reset_positions()
         await self.outbox.write(frame)
-        if self.telemetry is not None:
-            self.telemetry.viewer_send_delay_seconds.observe(time.monotonic() - offered_at)
+        self.telemetry.viewer_send_delay_seconds.observe(time.monotonic() - offered_at)
 
     async def _failed(self) -> None:
         """A bug in the writer (logged by the outbox): the viewer cannot trust its picture."""
