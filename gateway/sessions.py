@@ -1,8 +1,8 @@
 """What the two WebSocket endpoints share: socket options, encoding, flood replies.
 
 The endpoints are thin adaptors — frames in → `protocol` → `Node`; the node's output leaves
-through each connection's writer. Auth and role checks happen before the upgrade
-(`api.auth`). Bots: `gateway.bot_session`; viewers: `gateway.viewer_session`.
+through each connection's outbox (`gateway.outbox`). Auth and role checks happen before the
+upgrade (`api.auth`). Bots: `gateway.bot_session`; viewers: `gateway.viewer_session`.
 """
 
 from __future__ import annotations
