@@ -11,16 +11,15 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from gateway import PROTOCOL_VERSION
 from gateway.auth import Claims, owner_key
 from gateway.direct_ws import (
     DirectWebSocketResponse,
     LingeringWebSocketResponse,
     dispatch_enabled,
-    write_now,
 )
 from gateway.keys import CLAIMS, NODE
 from gateway.node import Node, now_ms
+from gateway.outbox import Outbox
 from gateway.protocol import (
     BOT_TYPES,
     COMMAND_ID_RE,
@@ -29,8 +28,11 @@ from gateway.protocol import (
     Encoding,
     ErrorCode,
     ProtocolError,
+    auth_ok,
+    bot_welcome,
     decode,
     encode,
+    error,
     message_type,
     parse_ack,
     parse_auth,
@@ -38,6 +40,7 @@ from gateway.protocol import (
     parse_metric,
     parse_position,
     parse_status,
+    pong,
 )
 from gateway.ratelimit import FloodGuard
 from gateway.sessions import RATE_LIMITED, WEBSOCKET_OPTIONS, encoding_of, expects
@@ -55,19 +58,14 @@ SENT_COMMANDS_KEPT = 1024  # older ids are checked against the command records i
 
 
 class BotSession:
-    """One connected bot. Outgoing messages go through a bounded outbox and one writer task."""
+    """One connected bot. Outgoing messages go through its outbox, bounded in bytes."""
 
     __slots__ = (
         "_closing",
         "_early",
         "_early_bytes",
         "_jobs",
-        "_open",
-        "_outbox",
-        "_outbox_bytes",
-        "_progress_at",
         "_sent_commands",
-        "_writer",
         "announce_left",
         "deadline",
         "encoding",
@@ -75,7 +73,7 @@ class BotSession:
         "last_seen",
         "node",
         "npc_id",
-        "opcode",
+        "outbox",
         "replaced",
         "transport",
         "ws",
@@ -92,21 +90,22 @@ class BotSession:
             else LingeringWebSocketResponse(**WEBSOCKET_OPTIONS)
         )
         self.encoding = Encoding.JSON
-        self.opcode = WSMsgType.TEXT
         self._early: list[tuple[WSMsgType, bytes]] | None = []  # frames before `welcome`
         self._early_bytes = 0
         self.last_seen = time.monotonic()  # any frame or pong: the idle sweep reads it
         self.replaced = False  # closed for a newer connection (or deleted): no `left` from us
         self._closing = False
         self.announce_left = True  # False when the NPC was deleted: `left` went out already
-        # Outgoing frames are written at once while the socket keeps up; they queue here (and
-        # a writer task awaits the drain) only when it does not, or before `welcome` may go.
-        self._outbox: list[bytes] = []  # rarely used: a list is smaller than a deque
-        self._outbox_bytes = 0  # queued, including the batch the writer task is sending
-        self._progress_at = 0.0  # monotonic time the outbox last moved (or started filling)
+        # Opened once presence holds the bot: only then may `welcome` leave. At most 1 MiB
+        # waits for a bot that does not read (§6.3); a message beyond is refused.
+        self.outbox = Outbox(
+            self.ws,
+            WSMsgType.TEXT,
+            max_bytes=BOT_OUTBOX_BYTES,
+            spawn=node.tasks.spawn,
+            name="bot-writer",
+        )
         self.transport: asyncio.Transport | None = None  # aborted if a close cannot get out
-        self._open = False  # set once presence holds the bot: `welcome` may leave
-        self._writer: asyncio.Task[None] | None = None
         self._jobs: set[asyncio.Task[Any]] | None = None  # path/mining requests, ack checks
         # Command ids this connection was sent (oldest first): their acks need no look-up.
         self._sent_commands: dict[str, None] | None = None
@@ -134,23 +133,11 @@ class BotSession:
         full: a bot that does not read gets no more than BOT_OUTBOX_BYTES held for it."""
         if self.ws.closed:
             return False
-        payload = encode(message, self.encoding)
-        queued = self._outbox_bytes
-        if self._open and queued == 0 and write_now(self.ws, payload, self.opcode):
-            return True
-        if queued + len(payload) > BOT_OUTBOX_BYTES:
-            return False
-        if queued == 0:
-            self._progress_at = time.monotonic()
-        self._outbox.append(payload)
-        self._outbox_bytes = queued + len(payload)
-        if self._open:
-            self._start_writer()
-        return True
+        return self.outbox.send(encode(message, self.encoding))
 
     def stalled_for(self, now: float) -> float:
-        """How long output has waited without the bot reading any of it (0 if none waits)."""
-        return now - self._progress_at if self._outbox_bytes else 0.0
+        """How long output has waited for the bot to read it (0 if none waits)."""
+        return self.outbox.stalled_for(now)
 
     def send_command(self, message: dict[str, Any]) -> bool:
         """Deliver an operator's command, remembering its id: only this NPC may ack it, and
@@ -167,10 +154,6 @@ class BotSession:
             del sent[next(iter(sent))]
         return True
 
-    def _start_writer(self) -> None:
-        if self._writer is None or self._writer.done():
-            self._writer = self.node.tasks.spawn(self._write_loop(), "bot-writer")
-
     async def close(self, code: int, message: str) -> None:
         """Close the socket; abort it if the peer is too stuck to take a close frame."""
         try:
@@ -183,33 +166,13 @@ class BotSession:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def _write_loop(self) -> None:
-        """Drain the outbox, awaiting the socket's drain; ends when the outbox is empty."""
-        ws, opcode = self.ws, self.opcode
-        with contextlib.suppress(ConnectionError, RuntimeError, asyncio.CancelledError):
-            while self._outbox and not ws.closed:
-                # Take the whole list: popping from its front would be quadratic.
-                batch, self._outbox = self._outbox, []
-                for payload in batch:
-                    await ws.send_frame(payload, opcode)
-                    self._outbox_bytes -= len(payload)
-                    self._progress_at = time.monotonic()
-
     async def run(self) -> None:
         node = self.node
         self.deadline.arm()
         self.encoding = encoding_of(self.ws)
-        self.opcode = WSMsgType.TEXT if self.encoding is Encoding.JSON else WSMsgType.BINARY
+        self.outbox.opcode = WSMsgType.TEXT if self.encoding is Encoding.JSON else WSMsgType.BINARY
         # `welcome` is queued before anything else can be (a command, an error).
-        self.send_message(
-            {
-                "type": "welcome",
-                "npc": self.npc_id,
-                "replica": node.replica,
-                "tick_ms": node.settings.tick_ms,
-                "protocol": PROTOCOL_VERSION,
-            }
-        )
+        self.send_message(bot_welcome(self.npc_id, node.replica, node.settings.tick_ms))
         early, self._early = self._early or [], None
         for frame_type, data in early:
             self.on_frame(frame_type, data)
@@ -221,8 +184,7 @@ class BotSession:
         if holder is not None:
             node.kick_elsewhere(self.npc_id, holder)
         # Only now may `welcome` leave: once a bot has it, commands from any replica find it.
-        self._open = True
-        self._start_writer()
+        self.outbox.open()
         # Commands queued while it was away (§6.5), from whichever replica took them.
         node.tasks.spawn(node.commands.on_drain(self.npc_id), "deliver-queued")
         if previous is None:
@@ -250,8 +212,7 @@ class BotSession:
             await node.presence.release(self.npc_id, node.replica)
             if self.announce_left:
                 node.bot_left(self.npc_id)
-        if self._writer is not None:
-            self._writer.cancel()
+        self.outbox.cancel()
 
     async def _receive_loop(self) -> None:
         """Control frames (and, without direct dispatch, data frames) until the socket closes."""
@@ -311,7 +272,7 @@ class BotSession:
         if kind == "pos":
             node.accept_position(parse_position(msg, npc, ref))
         elif kind == "ping":
-            self.send_message({"type": "pong"} if ref is None else {"type": "pong", "ref": ref})
+            self.send_message(pong(ref))
         elif kind == "status":
             node.accept_status(npc, parse_status(msg, ref))
         elif kind == "metric":
@@ -336,19 +297,14 @@ class BotSession:
             self._start_job(kind, ref, msg)
         elif kind == "auth":
             exp = self.deadline.refresh(node.settings.secret, parse_auth(msg, ref), ref)
-            reply: dict[str, Any] = {"type": "auth_ok", "exp": exp}
-            if ref is not None:
-                reply["ref"] = ref
-            self.send_message(reply)
+            self.send_message(auth_ok(exp, ref))
 
     async def _ack_checked(self, command_id: str, ref: Any) -> None:
         commands = self.node.commands
         if await commands.recipient(command_id) == self.npc_id:
             await commands.acked(self.npc_id, command_id)
         else:
-            self.send_message(
-                ProtocolError(ErrorCode.FORBIDDEN, NOT_YOUR_COMMAND, ref).to_message()
-            )
+            self.send_message(error(ErrorCode.FORBIDDEN, NOT_YOUR_COMMAND, ref))
 
     def _track(self, job: asyncio.Task[Any]) -> None:
         if self._jobs is None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from gateway import protocol
 from gateway.bus import Bus
 from gateway.bus.base import command_channel
 from gateway.bus.messages import Command, CommandOutcome, Delivery, Drain, Message, encode
@@ -91,7 +92,7 @@ class CommandRouter:
     async def send(self, npc_id: str, action: str, args: dict[str, Any]) -> tuple[str, bool]:
         """Deliver a command, or queue it when its bot is offline: (its id, delivered)."""
         command_id = uuid.uuid4().hex
-        message = {"type": "command", "id": command_id, "action": action, "args": args}
+        message = protocol.command(command_id, action, args)
         holder = await self.presence.holder(npc_id)
         if holder is not None:
             try:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from gateway.history import Entry
-from gateway.protocol import Area, CloseCode, Encoding, encode, in_view
+from gateway.protocol import Area, CloseCode, Encoding, encode, in_view, positions_frame
 from gateway.task_owner import TaskOwner
 from gateway.telemetry import Telemetry
 from gateway.types import PositionUpdate
@@ -61,7 +61,6 @@ class Hub:
         self.viewers: set[ViewerConnection] = set()
         self.stall_timeout_s = stall_timeout_s
         self.frames_broadcast = 0
-        self.viewers_closed_slow = 0
         self.bot_stall_s = bot_stall_s
         self.bots_closed_slow = 0
         self._closing_slow: set[BotLink] = set()
@@ -136,9 +135,7 @@ class Hub:
                 filtered[view] = updates
             if not updates:
                 continue
-            frame = encode(
-                {"type": "positions", "ts": ts_ms, "updates": list(updates.values())}, encoding
-            )
+            frame = positions_frame(updates, ts_ms, encoding)
             for viewer in members:
                 viewer.offer_positions(frame, updates)
             self.frames_broadcast += 1
@@ -176,7 +173,6 @@ class Hub:
 
     def _close_slow(self, viewer: ViewerConnection, why: str) -> None:
         self.remove_viewer(viewer)
-        self.viewers_closed_slow += 1
         self.telemetry.viewers_closed_slow.inc()
         log.info("closing slow viewer: %s", why)
         self.tasks.spawn(viewer.close(CloseCode.POLICY, why), "close-slow-viewer")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from gateway import protocol
 from gateway.breaker import (
     BREAKER_NAMES,
     DATABASE_BREAKER,
@@ -338,7 +339,7 @@ class Node:
         """`joined` / `left` to this replica's viewers: a change of its view of who is online."""
         if kind == "left":
             self.leaves.left(npc)
-        self.hub.broadcast_message({"type": kind, "id": npc}, about)
+        self.hub.broadcast_message(protocol.online_change(kind, npc), about)
 
     def known_online(self) -> set[str]:
         """This replica's view of who is online: its bots and those the others announced."""
@@ -537,7 +538,7 @@ class Node:
         # Numbered in the history; every replica's viewers get it from there, in one order.
         where = self.live.get(npc_id)
         about = None if where is None else {"dim": where["dim"], "x": where["x"], "z": where["z"]}
-        self.history.append({"type": "event", "npc": npc_id, "name": name, "data": data}, about)
+        self.history.append(protocol.event(npc_id, name, data), about)
         if name.startswith("task:"):
             self.metrics.add(MetricRow(npc_id, name, 1.0, now_ms()))
         if outcome is not None:
@@ -576,9 +577,7 @@ class Node:
                     self._announce_held()
             case Status(npc, status):
                 self.recent_status[npc] = status
-                self.hub.broadcast_message(
-                    {"type": "status", "id": npc, "status": status}, self.live.get(npc)
-                )
+                self.hub.broadcast_message(protocol.status(npc, status), self.live.get(npc))
             # A peer's `joined` / `left` already known: a full list (`Online`) or the silence
             # rule told the viewers.
             case Joined(npc):

@@ -1,20 +1,25 @@
-"""Contract v1 on the wire, sans I/O: encodings, message validation, error and close codes.
+"""Contract v1 on the wire, sans I/O: encodings, message validation and construction, error
+and close codes.
 
-Nothing here touches a socket or a clock. `decode` turns a frame into a map, `parse_bot` /
-`parse_viewer` turn a map into a validated message (or raise :class:`ProtocolError`), and
-`encode` turns a map into frame bytes. The session handlers are thin adaptors around this.
+Nothing here touches a socket or a clock. `decode` turns a frame into a map; `message_type`
+and the `parse_*` functions check what a client sent (or raise :class:`ProtocolError`); the
+builders (`bot_welcome`, `pong`, `snapshot`, `positions_frame`, …) make what the gateway
+sends; `encode` turns a map into frame bytes. The session handlers are thin adaptors around
+this.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from enum import IntEnum, StrEnum
 from typing import Any
 
 import msgpack
 import orjson
 
+from gateway import PROTOCOL_VERSION
 from gateway.types import MetricRow, PositionUpdate
 
 MAX_FRAME_BYTES = 64 * 1024  # inclusive: a frame of exactly this size is accepted
@@ -62,6 +67,9 @@ class CloseCode(IntEnum):
     REPLACED = 4409
 
 
+Message = dict[str, Any]  # one message, before `encode` or after `decode`
+
+
 class ProtocolError(Exception):
     """A frame or message the contract rejects; becomes an `error` message to the sender."""
 
@@ -71,16 +79,11 @@ class ProtocolError(Exception):
         self.message = message
         self.ref = ref
 
-    def to_message(self) -> dict[str, Any]:
-        msg: dict[str, Any] = {"type": "error", "code": self.code.value, "message": self.message}
-        if self.ref is not None:
-            msg["ref"] = self.ref
-        return msg
+    def to_message(self) -> Message:
+        return error(self.code, self.message, self.ref)
 
 
 # -- codec ---------------------------------------------------------------------------------------
-
-_packb = msgpack.Packer(use_bin_type=True).pack
 
 
 def encode(message: Any, encoding: Encoding) -> bytes:
@@ -382,3 +385,77 @@ def in_view(update: dict[str, Any], dim: str | None, area: Area | None) -> bool:
     if x is None or z is None:
         return False
     return area[0] <= x <= area[2] and area[1] <= z <= area[3]
+
+
+# -- gateway → client messages (§4, §11) --------------------------------------------------------
+
+
+def _with_ref(message: Message, ref: Any) -> Message:
+    """A reply carries the `ref` of the message it answers, when that one had a valid one."""
+    if ref is not None:
+        message["ref"] = ref
+    return message
+
+
+def error(code: ErrorCode, message: str, ref: Any = None) -> Message:
+    return _with_ref({"type": "error", "code": code.value, "message": message}, ref)
+
+
+def bot_welcome(npc: str, replica: str, tick_ms: int) -> Message:
+    """The first message on a bot's connection."""
+    return {
+        "type": "welcome",
+        "npc": npc,
+        "replica": replica,
+        "tick_ms": tick_ms,
+        "protocol": PROTOCOL_VERSION,
+    }
+
+
+def viewer_welcome(replica: str, tick_ms: int) -> Message:
+    """The first message on a viewer's connection."""
+    return {"type": "welcome", "replica": replica, "tick_ms": tick_ms, "protocol": PROTOCOL_VERSION}
+
+
+def pong(ref: Any = None) -> Message:
+    return _with_ref({"type": "pong"}, ref)
+
+
+def auth_ok(exp: int, ref: Any = None) -> Message:
+    """A token refreshed in place: the connection now lasts until `exp` (epoch seconds)."""
+    return _with_ref({"type": "auth_ok", "exp": exp}, ref)
+
+
+def command(command_id: str, action: str, args: dict[str, Any]) -> Message:
+    return {"type": "command", "id": command_id, "action": action, "args": args}
+
+
+def snapshot(npcs: list[dict[str, Any]]) -> Message:
+    return {"type": "snapshot", "npcs": npcs}
+
+
+def positions_frame(updates: Mapping[str, PositionUpdate], ts_ms: int, encoding: Encoding) -> bytes:
+    """The encoded `positions` frame of a window (NPC id → its latest update)."""
+    return encode({"type": "positions", "ts": ts_ms, "updates": list(updates.values())}, encoding)
+
+
+def status(npc: str, value: str) -> Message:
+    return {"type": "status", "id": npc, "status": value}
+
+
+def online_change(kind: str, npc: str) -> Message:
+    """`joined` or `left` (the `kind`): an NPC's bot connected to / went from any replica."""
+    return {"type": kind, "id": npc}
+
+
+def event(npc: str, name: str, data: dict[str, Any]) -> Message:
+    """A bot's event as viewers get it (the history adds `epoch` and `seq`)."""
+    return {"type": "event", "npc": npc, "name": name, "data": data}
+
+
+def recovered(count: int | None) -> Message:
+    """The answer to a `since`: `count` events follow, or None when the history no longer
+    reaches back (a fresh snapshot follows instead)."""
+    if count is None:
+        return {"type": "recovered", "ok": False}
+    return {"type": "recovered", "ok": True, "count": count}

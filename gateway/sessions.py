@@ -1,8 +1,8 @@
 """What the two WebSocket endpoints share: socket options, encoding, flood replies.
 
 The endpoints are thin adaptors — frames in → `protocol` → `Node`; the node's output leaves
-through each connection's writer. Auth and role checks happen before the upgrade
-(`api.auth`). Bots: `gateway.bot_session`; viewers: `gateway.viewer_session`.
+through each connection's outbox (`gateway.outbox`). Auth and role checks happen before the
+upgrade (`api.auth`). Bots: `gateway.bot_session`; viewers: `gateway.viewer_session`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from gateway.protocol import (
     SUBPROTOCOLS,
     Encoding,
     ErrorCode,
-    ProtocolError,
+    error,
     negotiate,
 )
 
@@ -41,7 +41,7 @@ def websocket() -> LingeringWebSocketResponse:
     return LingeringWebSocketResponse(heartbeat=HEARTBEAT_S, **WEBSOCKET_OPTIONS)
 
 
-RATE_LIMITED = ProtocolError(ErrorCode.RATE_LIMITED, "too many messages; dropped").to_message()
+RATE_LIMITED = error(ErrorCode.RATE_LIMITED, "too many messages; dropped")
 
 
 def encoding_of(ws: web.WebSocketResponse) -> Encoding:

@@ -47,3 +47,8 @@ class Telemetry:
 
     def _counter(self, name: str, doc: str) -> Counter:
         return Counter(name, doc, registry=self.registry)
+
+
+def total(counter: Counter) -> float:
+    """A counter's value so far, for the figures of /api/performance (read rarely)."""
+    return next(s.value for s in counter.collect()[0].samples if s.name.endswith("_total"))

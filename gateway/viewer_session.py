@@ -9,7 +9,6 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from gateway import PROTOCOL_VERSION
 from gateway.history import Entry
 from gateway.keys import CLAIMS, NODE
 from gateway.node import Node, now_ms
@@ -20,6 +19,7 @@ from gateway.protocol import (
     ErrorCode,
     ProtocolError,
     Since,
+    auth_ok,
     decode,
     encode,
     in_view,
@@ -27,6 +27,10 @@ from gateway.protocol import (
     parse_auth,
     parse_since,
     parse_subscribe,
+    pong,
+    recovered,
+    snapshot,
+    viewer_welcome,
 )
 from gateway.ratelimit import FloodGuard
 from gateway.sessions import RATE_LIMITED, encoding_of, expects, websocket
@@ -47,7 +51,7 @@ async def viewer_endpoint(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     encoding = encoding_of(ws)
     viewer = ViewerConnection(
-        ws, encoding, request.transport, node.telemetry, resync=partial(_resync, node)
+        ws, encoding, request.transport, partial(_resync, node), node.telemetry
     )
     deadline = TokenDeadline(
         request[CLAIMS],
@@ -64,17 +68,11 @@ async def viewer_endpoint(request: web.Request) -> web.StreamResponse:
     ring = node.history_ring
     viewer.live_from = viewer.event_seq = viewer.sent_seq = ring.last_seq
     viewer.sent_epoch = ring.epoch
-    welcome = {
-        "type": "welcome",
-        "replica": node.replica,
-        "tick_ms": node.settings.tick_ms,
-        "protocol": PROTOCOL_VERSION,
-    }
-    viewer.offer_message(encode(welcome, encoding))
-    snapshot = _snapshot(node, npcs, viewer, mark)
-    viewer.offer_message(snapshot)
+    viewer.offer_message(encode(viewer_welcome(node.replica, node.settings.tick_ms), encoding))
+    first = _snapshot(node, npcs, viewer, mark)
+    viewer.offer_message(first)
     if since is not None:
-        _recover(node, viewer, since, snapshot)
+        _recover(node, viewer, since, first)
     viewer.start()
     try:
         await _viewer_receive_loop(node, viewer, deadline)
@@ -112,18 +110,18 @@ def _snapshot(node: Node, npcs: list[dict[str, Any]], viewer: ViewerConnection, 
         fresh.append(npc if npc.get("online") == online else {**npc, "online": online})
     if viewer.dim is not None or viewer.area is not None:
         fresh = [n for n in fresh if in_view(n, viewer.dim, viewer.area)]
-    return encode({"type": "snapshot", "npcs": fresh}, viewer.encoding)
+    return encode(snapshot(fresh), viewer.encoding)
 
 
 def _recover(
     node: Node,
     viewer: ViewerConnection,
     since: Since,
-    snapshot: bytes,
+    fresh: bytes,
     already: Callable[[Entry], bool] | None = None,
 ) -> None:
     """Offer `recovered` and the events after `since` that the viewer's filter covers (less
-    those `already` offered), or `recovered` not ok and the fresh `snapshot`. Never awaits: the
+    those `already` offered), or `recovered` not ok and the `fresh` snapshot. Never awaits: the
     replay ends exactly where live events start, so nothing is missed or repeated."""
     epoch, seq = since
     ring = node.history_ring
@@ -134,12 +132,11 @@ def _recover(
     entries = ring.after(epoch, seq, now_ms(), wanted)
     if entries is None:
         node.recoveries["failed"] += 1
-        viewer.offer_message(encode({"type": "recovered", "ok": False}, viewer.encoding))
-        viewer.offer_message(snapshot)
+        viewer.offer_message(encode(recovered(None), viewer.encoding))
+        viewer.offer_message(fresh)
         return
     node.recoveries["ok"] += 1
-    recovered = {"type": "recovered", "ok": True, "count": len(entries)}
-    viewer.offer_message(encode(recovered, viewer.encoding))
+    viewer.offer_message(encode(recovered(len(entries)), viewer.encoding))
     viewer.offer_replay(_encoded(entries, viewer))
     viewer.event_seq = max(viewer.event_seq, ring.last_seq)
 
@@ -207,16 +204,10 @@ async def _viewer_receive_loop(
             msg = decode(frame.data, encoding)
             kind, ref = message_type(msg, VIEWER_TYPES)
             if kind == "ping":
-                reply: dict[str, Any] = {"type": "pong"}
-                if ref is not None:
-                    reply["ref"] = ref
-                viewer.offer_message(encode(reply, encoding))
+                viewer.offer_message(encode(pong(ref), encoding))
             elif kind == "auth":
                 exp = deadline.refresh(node.settings.secret, parse_auth(msg, ref), ref)
-                reply = {"type": "auth_ok", "exp": exp}
-                if ref is not None:
-                    reply["ref"] = ref
-                viewer.offer_message(encode(reply, encoding))
+                viewer.offer_message(encode(auth_ok(exp, ref), encoding))
             elif kind == "subscribe":
                 dim, area = parse_subscribe(msg, ref)
                 since = parse_since(msg.get("since"), ref)
@@ -226,9 +217,9 @@ async def _viewer_receive_loop(
                 viewer.dim, viewer.area = dim, area
                 node.hub.views_changed()  # the replica hears the regions it now watches
                 viewer.reset_positions()  # older frames were cut for the old subscription
-                snapshot = _snapshot(node, npcs, viewer, mark)
-                viewer.offer_message(snapshot)
+                fresh = _snapshot(node, npcs, viewer, mark)
+                viewer.offer_message(fresh)
                 if since is not None:
-                    _recover(node, viewer, since, snapshot, already)
+                    _recover(node, viewer, since, fresh, already)
         except ProtocolError as err:
             viewer.offer_message(encode(err.to_message(), encoding))

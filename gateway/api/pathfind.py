@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from gateway.api.errors import MAX_BODY_BYTES, ApiError, error_response, read_json
+from gateway.api.errors import MAX_BODY_BYTES, ApiError, error_response, json_response, read_json
 from gateway.auth import owner_key
 from gateway.keys import CLAIMS, NODE
 from gateway.protocol import ErrorCode, ProtocolError
@@ -29,14 +28,6 @@ _STATUS = {
     ErrorCode.TIMEOUT: 504,
 }
 _FAILURE_STATUS = {"timeout": 504, "worker_crashed": 500, "internal": 500}
-
-
-def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    return error_response(status, code, message)
 
 
 def _owner(request: web.Request) -> str | None:
@@ -68,10 +59,10 @@ async def pathfind(request: web.Request) -> web.Response:
             request.app[WORKER_POOL], await _body(request), _owner(request), world=_world(request)
         )
     except ProtocolError as exc:
-        return _error(_STATUS.get(exc.code, 400), exc.code.value, exc.message)
+        return error_response(_STATUS.get(exc.code, 400), exc.code.value, exc.message)
     except ApiError as exc:  # the body: not JSON, or over the limit (works without middleware)
-        return _error(exc.status, exc.code, exc.message)
-    return _json(result)
+        return error_response(exc.status, exc.code, exc.message)
+    return json_response(result)
 
 
 async def mining_strategy(request: web.Request) -> web.Response:
@@ -81,10 +72,10 @@ async def mining_strategy(request: web.Request) -> web.Response:
             request.app[WORKER_POOL], await _body(request), _owner(request)
         )
     except ProtocolError as exc:
-        return _error(_STATUS.get(exc.code, 400), exc.code.value, exc.message)
+        return error_response(_STATUS.get(exc.code, 400), exc.code.value, exc.message)
     except ApiError as exc:  # the body: not JSON, or over the limit (works without middleware)
-        return _error(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message)
     if not result["ok"]:
         error = result["error"]
-        return _error(_FAILURE_STATUS.get(error, 500), error, result["message"])
-    return _json({"plan": result["plan"]})
+        return error_response(_FAILURE_STATUS.get(error, 500), error, result["message"])
+    return json_response({"plan": result["plan"]})

@@ -13,6 +13,7 @@ from gateway.breaker import BreakerStatus
 from gateway.datafiles import openapi_path
 from gateway.keys import NODE
 from gateway.node import Node
+from gateway.telemetry import total
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 OPENAPI = openapi_path()
@@ -48,8 +49,8 @@ def performance_figures(node: Node) -> dict[str, Any]:
         "tick": node.ticker.stats() if node.ticker is not None else {"periodMs": 0},
         "viewers": {
             "framesBroadcast": node.hub.frames_broadcast,
-            "closedSlow": node.hub.viewers_closed_slow,
-            "framesMerged": sum(v.frames_merged for v in node.hub.viewers),
+            "closedSlow": int(total(node.telemetry.viewers_closed_slow)),
+            "framesMerged": int(total(node.telemetry.viewer_frames_merged)),
         },
         "world": node.world.stats(),
         "process": {

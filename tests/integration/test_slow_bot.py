@@ -31,8 +31,7 @@ async def test_stuck_bot_is_bounded_in_bytes_then_closed(tmp_path: Path) -> None
                 status, body = await rest.call(
                     "POST", "/api/npcs/stuck/commands", {"action": "load", "args": args}
                 )
-                queued = getattr(session, "_outbox_bytes", None)  # counts the batch in flight
-                biggest = max(biggest, queued or sum(map(len, session._outbox)))
+                biggest = max(biggest, session.outbox.queued_bytes)  # with the one in flight
                 if status != 202:
                     busy = (status, body["error"]["code"])
                     break

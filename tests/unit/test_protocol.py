@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -16,16 +18,28 @@ from gateway.protocol import (
     Encoding,
     ErrorCode,
     ProtocolError,
+    auth_ok,
+    bot_welcome,
+    command,
     decode,
     encode,
+    error,
+    event,
     in_view,
     message_type,
     negotiate,
+    online_change,
     parse_event,
     parse_metric,
     parse_position,
     parse_status,
     parse_subscribe,
+    pong,
+    positions_frame,
+    recovered,
+    snapshot,
+    status,
+    viewer_welcome,
 )
 
 json_values = st.recursive(
@@ -202,3 +216,65 @@ def test_fast_and_checked_position_paths_agree(msg: dict[str, Any]) -> None:
             return err.code
 
     assert outcome(parse_position) == outcome(_parse_position_checked)
+
+
+# -- what the gateway sends, against the examples of docs/protocol.md ----------------------------
+
+PROTOCOL_DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+
+
+def _examples(heading: str) -> dict[str, dict[str, Any]]:
+    """The example messages of the first ```json block after `heading`, by type."""
+    text = PROTOCOL_DOC.read_text()
+    block = re.search(r"```json\n(.*?)```", text[text.index(heading) :], re.S)
+    assert block is not None, heading
+    messages = [orjson.loads(line) for line in block.group(1).splitlines() if line]
+    return {m["type"]: m for m in messages}
+
+
+def test_messages_to_bots_have_the_documented_shape() -> None:
+    doc = _examples("## 4. Gateway → bot")
+    # Same keys in the same order (JSON shows them as written), same values.
+    for built, documented in [
+        (bot_welcome("miner-1", "gw-a", 500), doc["welcome"]),
+        (command(doc["command"]["id"], "goto", {"x": 10, "y": 64, "z": -3}), doc["command"]),
+        (pong(42), doc["pong"]),
+        (error(ErrorCode.BAD_MESSAGE, "x must be a number", 7), doc["error"]),
+    ]:
+        assert list(built.items()) == list(documented.items())
+    assert pong() == {"type": "pong"}  # no ref on the ping, none on the pong
+    assert error(ErrorCode.BUSY, "later") == {"type": "error", "code": "busy", "message": "later"}
+    assert ProtocolError(ErrorCode.FORBIDDEN, "no", 3).to_message() == error(
+        ErrorCode.FORBIDDEN, "no", 3
+    )
+
+
+def test_messages_to_viewers_have_the_documented_shape() -> None:
+    doc = _examples("### Gateway → viewer")
+    numbered = {"epoch": doc["event"]["epoch"], "seq": doc["event"]["seq"]}  # the history's
+    for built, documented in [
+        (viewer_welcome("gw-a", 500), doc["welcome"]),
+        (snapshot(doc["snapshot"]["npcs"]), doc["snapshot"]),
+        (status("miner-1", "returning"), doc["status"]),
+        (online_change("joined", "miner-2"), doc["joined"]),
+        (online_change("left", "miner-2"), doc["left"]),
+        ({**event("miner-1", "task:done", {"ore": "iron"}), **numbered}, doc["event"]),
+    ]:
+        assert list(built.items()) == list(documented.items())
+
+
+@pytest.mark.parametrize("encoding", list(Encoding))
+def test_the_positions_frame_is_the_documented_one(encoding: Encoding) -> None:
+    documented = _examples("### Gateway → viewer")["positions"]
+    updates = {u["id"]: u for u in documented["updates"]}
+    frame = positions_frame(updates, documented["ts"], encoding)
+    assert decode(frame, encoding) == documented
+    if encoding is Encoding.JSON:
+        assert frame == orjson.dumps(documented)
+
+
+def test_recovered_and_auth_ok() -> None:
+    assert recovered(3) == {"type": "recovered", "ok": True, "count": 3}
+    assert recovered(None) == {"type": "recovered", "ok": False}
+    assert auth_ok(1767225600, 1) == {"type": "auth_ok", "exp": 1767225600, "ref": 1}
+    assert auth_ok(1767225600) == {"type": "auth_ok", "exp": 1767225600}
