@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 NOT_YOUR_COMMAND = "that command was not sent to this NPC"
 
-BOT_OUTBOX_BYTES = 1 << 20  # unsent output per bot (§6.3), beyond the socket's own buffer
+BOT_OUTBOX_BYTES = 1 << 20  # unsent output per bot (§5), beyond the socket's own buffer
 EARLY_FRAMES_BYTES = 1 << 20  # input held before `welcome` may leave; a flood beyond is dropped
 SENT_COMMANDS_KEPT = 1024  # older ids are checked against the command records instead
 
@@ -97,7 +97,7 @@ class BotSession:
         self._closing = False
         self.announce_left = True  # False when the NPC was deleted: `left` went out already
         # Opened once presence holds the bot: only then may `welcome` leave. At most 1 MiB
-        # waits for a bot that does not read (§6.3); a message beyond is refused.
+        # waits for a bot that does not read (§5); a message beyond is refused.
         self.outbox = Outbox(
             self.ws,
             WSMsgType.TEXT,
@@ -141,7 +141,7 @@ class BotSession:
 
     def send_command(self, message: dict[str, Any]) -> bool:
         """Deliver an operator's command, remembering its id: only this NPC may ack it, and
-        an id this connection already carried is not sent again (§6.5)."""
+        an id this connection already carried is not sent again (§10)."""
         sent = self._sent_commands
         if sent is not None and message["id"] in sent:
             return True
@@ -185,7 +185,7 @@ class BotSession:
             node.kick_elsewhere(self.npc_id, holder)
         # Only now may `welcome` leave: once a bot has it, commands from any replica find it.
         self.outbox.open()
-        # Commands queued while it was away (§6.5), from whichever replica took them.
+        # Commands queued while it was away (§10), from whichever replica took them.
         node.tasks.spawn(node.commands.on_drain(self.npc_id), "deliver-queued")
         if previous is None:
             node.bot_joined(self.npc_id)

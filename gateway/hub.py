@@ -109,7 +109,7 @@ class Hub:
         Each distinct (encoding, dim, area) group gets one encoding of its frame; every viewer
         in the group is handed the same bytes. Never awaits. `previous` holds each NPC's last
         position before this window: an NPC that was inside a filter and is now outside goes
-        to that filter's viewers once more, so they can drop it (§6.2). Whether it was inside
+        to that filter's viewers once more, so they can drop it (§11). Whether it was inside
         depends only on the position and the filter, so every viewer of the group agrees.
         """
         if not window or not self.viewers:

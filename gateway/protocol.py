@@ -55,14 +55,14 @@ class ErrorCode(StrEnum):
     BUSY = "busy"
     TIMEOUT = "timeout"
     UNAVAILABLE = "unavailable"
-    UNAUTHORIZED = "unauthorized"  # §6.1: a refresh token that is not acceptable
+    UNAUTHORIZED = "unauthorized"  # §2: a refresh token that is not acceptable
 
 
 class CloseCode(IntEnum):
     GOING_AWAY = 1001
     POLICY = 1008
     TOO_BIG = 1009
-    TOKEN_EXPIRED = 4401  # §6.1: the connection's token reached its `exp`
+    TOKEN_EXPIRED = 4401  # §2: the connection's token reached its `exp`
     DELETED = 4404
     REPLACED = 4409
 
@@ -232,7 +232,7 @@ def parse_metric(msg: dict[str, Any], npc_id: str, ref: Any, now_ms: int) -> Met
 
 
 def json_value_problem(value: Any, depth: int = 1) -> str | None:
-    """Why `value` cannot travel in both encodings (§6.3), or None when it can.
+    """Why `value` cannot travel in both encodings (§5), or None when it can.
 
     Checked where values enter, because a value orjson cannot write (bytes, ext types,
     non-string keys, NaN, nesting past 254) would otherwise fail only when it is forwarded.
@@ -288,7 +288,7 @@ def parse_ack(msg: dict[str, Any], ref: Any) -> str:
 
 
 def parse_auth(msg: dict[str, Any], ref: Any) -> str:
-    """The token of an `auth` (refresh in place, §6.1)."""
+    """The token of an `auth` (refresh in place, §2)."""
     tok = msg.get("token")
     if type(tok) is str and 0 < len(tok) <= MAX_TOKEN:
         return tok
@@ -306,7 +306,7 @@ BOT_TYPES = frozenset(
         "ping",
         "ack",
         "auth",
-        "chunk",  # §6.6: the world model
+        "chunk",  # §9: the world model
         "blocks",
     }
 )

@@ -29,7 +29,7 @@ HEARTBEAT_S = 30.0  # viewers: aiohttp pings a quiet viewer and drops a dead one
 WEBSOCKET_OPTIONS: dict[str, Any] = {
     "protocols": SUBPROTOCOLS,
     "compress": False,
-    # aiohttp refuses a frame whose length is >= max_msg_size; ours is inclusive (§6.3), and
+    # aiohttp refuses a frame whose length is >= max_msg_size; ours is inclusive (§5), and
     # the sessions check it again in case a future aiohttp changes that comparison.
     "max_msg_size": MAX_FRAME_BYTES + 1,
     "decode_text": False,

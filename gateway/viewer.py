@@ -8,7 +8,7 @@ it, so the newest position always arrives and memory stays bounded by the number
 Other messages (status, events, snapshots) queue before positions, at most EVENT_QUEUE_MAX; on
 overflow what was queued is dropped and the viewer is resynchronised with a fresh snapshot
 once its writer gets there (it is closed only by the stall rule: no progress for 10 s). The
-events it missed that way come again from the history (§6.5), after the last one it was sent.
+events it missed that way come again from the history (§11), after the last one it was sent.
 """
 
 from __future__ import annotations

@@ -147,7 +147,7 @@ def _encoded(entries: list[Entry], viewer: ViewerConnection) -> list[QueuedEvent
 
 async def _resync(node: Node, viewer: ViewerConnection) -> None:
     """The viewer fell so far behind that queued messages were dropped: start it afresh, and
-    send again the events it was not sent, from the history (§6.5)."""
+    send again the events it was not sent, from the history (§11)."""
     mark = node.leaves.serial
     npcs = await _load_npcs(node)
     # From here nothing awaits: the replay below ends where live events start again.

@@ -36,7 +36,7 @@ def required_roles(method: str, path: str) -> frozenset[Role] | None:
 
 def origin_allowed(allowed: tuple[str, ...] | None, origin: str | None) -> bool:
     """Browsers send `Origin` on every WebSocket upgrade; other clients need not. With a list
-    configured, a browser page from elsewhere cannot ride on a user's token (§5 additions)."""
+    configured, a browser page from elsewhere cannot ride on a user's token (§5)."""
     return allowed is None or origin is None or origin.rstrip("/") in allowed
 
 

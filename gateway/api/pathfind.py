@@ -1,4 +1,4 @@
-"""REST: POST /api/pathfind and POST /api/strategy/mining (contract §3.4 and §4).
+"""REST: POST /api/pathfind and POST /api/strategy/mining (§9; docs/api.md).
 
 Both only compute (no stored state changes) and run on the worker pool. Errors are
 ``{"error": {"code", "message"}}``: 400 bad_message (a non-JSON body too), 503 busy/unavailable,

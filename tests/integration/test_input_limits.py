@@ -1,4 +1,4 @@
-"""Contract §5 over real sockets: what a hostile or sloppy client gets, and that it changes
+"""§5 over real sockets: what a hostile or sloppy client gets, and that it changes
 nothing. Each test here failed before the fix it covers (issue #10)."""
 
 from __future__ import annotations
