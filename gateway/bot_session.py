@@ -12,13 +12,13 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from gateway.auth import Claims, owner_key
+from gateway.core.node import Node, now_ms
 from gateway.direct_ws import (
     DirectWebSocketResponse,
     LingeringWebSocketResponse,
     dispatch_enabled,
 )
 from gateway.keys import CLAIMS, NODE
-from gateway.node import Node, now_ms
 from gateway.outbox import Outbox
 from gateway.protocol import (
     BOT_TYPES,

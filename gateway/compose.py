@@ -21,10 +21,10 @@ from gateway.bridge import MinecraftBridge
 from gateway.bus import Bus, MemoryBroker, MemoryBus
 from gateway.cache import Cache, MemoryCache
 from gateway.config import Settings
+from gateway.core.journal import Journal
+from gateway.core.node import Node
 from gateway.history import History, MemoryHistory
 from gateway.history.memory import shared_log
-from gateway.journal import Journal
-from gateway.node import Node
 from gateway.pending import MemoryPendingCommands, PendingCommands
 from gateway.pending.memory import shared_pending
 from gateway.presence import MemoryPresence, Presence

@@ -112,7 +112,7 @@ class Settings:
     # (gateway/direct_ws.py); off falls back to aiohttp's public paths (GATEWAY_DIRECT_DISPATCH).
     direct_dispatch: bool = True
     # Accepted metric rows are journaled in `<data dir>/journal` until written, so a killed
-    # replica loses none (gateway/journal.py); GATEWAY_METRICS_JOURNAL=0 keeps them in memory.
+    # replica loses none (gateway/core/journal.py); GATEWAY_METRICS_JOURNAL=0 keeps them in memory.
     metrics_journal: bool = True
     rcon_url: str | None = None
     log_level: str = "INFO"

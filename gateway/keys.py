@@ -6,7 +6,7 @@ from aiohttp import web
 
 from gateway.auth import Claims
 from gateway.config import Settings
-from gateway.node import Node
+from gateway.core.node import Node
 
 SETTINGS = web.AppKey("settings", Settings)
 NODE = web.AppKey("node", Node)

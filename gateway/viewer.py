@@ -21,27 +21,16 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from gateway.core.links import QueuedEvent
+from gateway.core.telemetry import Telemetry
 from gateway.history import Entry
 from gateway.outbox import Outbox
 from gateway.protocol import Area, CloseCode, Encoding, in_view, positions_frame
-from gateway.telemetry import Telemetry
 from gateway.types import PositionUpdate
 
 log = logging.getLogger(__name__)
 
 EVENT_QUEUE_MAX = 1024  # queued messages (a replay counts as one) before a resync instead
-
-
-class QueuedEvent:
-    """An encoded history event; its place in the history tells how far a viewer has got.
-    One object per encoding is shared by every viewer it is offered to."""
-
-    __slots__ = ("epoch", "payload", "seq")
-
-    def __init__(self, epoch: str, seq: int, payload: bytes) -> None:
-        self.epoch = epoch
-        self.seq = seq
-        self.payload = payload
 
 
 Resync = Callable[["ViewerConnection"], Awaitable[None]]

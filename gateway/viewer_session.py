@@ -9,9 +9,10 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from gateway.core.links import QueuedEvent
+from gateway.core.node import Node, now_ms
 from gateway.history import Entry
 from gateway.keys import CLAIMS, NODE
-from gateway.node import Node, now_ms
 from gateway.protocol import (
     MAX_FRAME_BYTES,
     VIEWER_TYPES,
@@ -36,7 +37,7 @@ from gateway.ratelimit import FloodGuard
 from gateway.sessions import RATE_LIMITED, encoding_of, expects, websocket
 from gateway.store import StoreUnavailable
 from gateway.token_deadline import TokenDeadline
-from gateway.viewer import QueuedEvent, ViewerConnection
+from gateway.viewer import ViewerConnection
 
 
 async def viewer_endpoint(request: web.Request) -> web.StreamResponse:

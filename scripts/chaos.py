@@ -475,7 +475,7 @@ async def verify(
     for r in rows:
         stored[r["npc"]].add(int(r["value"]))
     counts = Counter()
-    # A killed replica journals what it held (gateway/journal.py); its restart writes it.
+    # A killed replica journals what it held (gateway/core/journal.py); its restart writes it.
     counts["metric rows held by SIGKILLed replicas"] = sum(k[2] for k in ledger.kills)
     for npc, accepted in ledger.metrics.items():
         for value, (replica, at) in accepted.items():

@@ -26,8 +26,8 @@ from gateway.app import create_app, make_runner
 from gateway.auth import issue_token
 from gateway.bus import MemoryBroker
 from gateway.config import Settings, env_flag
+from gateway.core.node import Node
 from gateway.keys import NODE
-from gateway.node import Node
 from gateway.testing import gateway_process
 from gateway.testing.net import Listener
 from gateway.testing.net import free_port as free_port  # re-exported: tests import it from here

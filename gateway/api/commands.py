@@ -7,7 +7,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.api.errors import ApiError, json_map, json_response, read_json
-from gateway.commands import NotReading, UnknownNpc
+from gateway.core.commands import NotReading, UnknownNpc
 from gateway.keys import NODE
 from gateway.protocol import COMMAND_ID_RE, NPC_ID_RE
 

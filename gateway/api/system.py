@@ -10,10 +10,10 @@ from aiohttp import web
 
 from gateway.api.errors import RETRY_AFTER_S, ApiError, json_response
 from gateway.breaker import BreakerStatus
+from gateway.core.node import Node
+from gateway.core.telemetry import total
 from gateway.datafiles import openapi_path
 from gateway.keys import NODE
-from gateway.node import Node
-from gateway.telemetry import total
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 OPENAPI = openapi_path()

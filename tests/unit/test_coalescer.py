@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.coalescer import Coalescer
+from gateway.core.coalescer import Coalescer
 from gateway.types import PositionUpdate
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.hub import Hub
+from gateway.core.hub import Hub
 
 
 class FakeBot:

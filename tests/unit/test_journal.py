@@ -9,13 +9,13 @@ import sys
 import textwrap
 from pathlib import Path
 
-from gateway.journal import Journal
+from gateway.core.journal import Journal
 
 CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from gateway.journal import Journal
+    from gateway.core.journal import Journal
 
     journal = Journal(Path(sys.argv[1]), "metrics")
     for i in range(int(sys.argv[2])):

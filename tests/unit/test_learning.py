@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.learning import apply_task, level_for, parse_task
+from gateway.core.learning import apply_task, level_for, parse_task
 from gateway.protocol import ProtocolError
 
 

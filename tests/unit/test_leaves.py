@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.leaves import LeaveLog
+from gateway.core.leaves import LeaveLog
 
 
 def test_a_leave_after_the_mark_counts_one_before_does_not() -> None:

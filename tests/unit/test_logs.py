@@ -12,7 +12,7 @@ from gateway.logs import JsonFormatter
 def test_a_record_is_one_json_line_with_extras() -> None:
     record = logging.makeLogRecord(
         {
-            "name": "gateway.node",
+            "name": "gateway.core.node",
             "levelname": "WARNING",
             "msg": "slow %s",
             "args": ("viewer",),

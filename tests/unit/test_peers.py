@@ -1,6 +1,6 @@
 """A silent replica's bots are treated as gone."""
 
-from gateway.peers import PeerWatch
+from gateway.core.peers import PeerWatch
 
 
 def test_silent_replica_bots_expire_once() -> None:

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from gateway.task_owner import TaskOwner
+from gateway.core.task_owner import TaskOwner
 
 
 async def test_a_failure_is_logged_when_it_happens(caplog: pytest.LogCaptureFixture) -> None:
@@ -16,7 +16,7 @@ async def test_a_failure_is_logged_when_it_happens(caplog: pytest.LogCaptureFixt
     async def boom() -> None:
         raise RuntimeError("lost write")
 
-    with caplog.at_level(logging.ERROR, logger="gateway.task_owner"):
+    with caplog.at_level(logging.ERROR, logger="gateway.core.task_owner"):
         task = owner.spawn(boom(), "boom")
         await asyncio.wait([task])
     assert owner.failed == 1

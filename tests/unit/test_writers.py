@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+from gateway.core.writers import MetricsBatcher, PositionWriter, StatusWriter
 from gateway.store import StoreUnavailable
 from gateway.types import MetricRow, PositionUpdate
-from gateway.writers import MetricsBatcher, PositionWriter, StatusWriter
 
 
 def _pos(npc: str, x: float) -> PositionUpdate:

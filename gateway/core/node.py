@@ -47,16 +47,29 @@ from gateway.bus.messages import (
     encode,
 )
 from gateway.cache import Cache
-from gateway.coalescer import Coalescer
-from gateway.commands import CommandRouter
 from gateway.config import Settings
-from gateway.guards import GuardedPresence, GuardedStore
+from gateway.core.coalescer import Coalescer
+from gateway.core.commands import CommandRouter
+from gateway.core.guards import GuardedPresence, GuardedStore
+from gateway.core.hub import Hub
+from gateway.core.journal import Journal
+from gateway.core.learning import TASK_EVENTS, apply_task, parse_task
+from gateway.core.leaves import LeaveLog
+from gateway.core.peers import PeerWatch
+from gateway.core.registry import Registry
+from gateway.core.task_owner import TaskOwner
+from gateway.core.telemetry import Telemetry
+from gateway.core.ticker import Ticker
+from gateway.core.writers import (
+    MetricsBatcher,
+    PassthroughPositionWriter,
+    PositionWriter,
+    ProfileUpdater,
+    Registrar,
+    SectionWriter,
+    StatusWriter,
+)
 from gateway.history import Entry, History, HistoryRing
-from gateway.hub import Hub
-from gateway.journal import Journal
-from gateway.learning import TASK_EVENTS, apply_task, parse_task
-from gateway.leaves import LeaveLog
-from gateway.peers import PeerWatch
 from gateway.pending import PendingCommands
 from gateway.presence import Presence
 from gateway.protocol import CloseCode
@@ -66,23 +79,10 @@ from gateway.regions import (
     region_channel,
     wanted_channels,
 )
-from gateway.registry import Registry
 from gateway.store import Store, StoreUnavailable
-from gateway.task_owner import TaskOwner
-from gateway.telemetry import Telemetry
-from gateway.ticker import Ticker
 from gateway.types import MetricRow, PositionUpdate
 from gateway.world.model import WorldModel
 from gateway.world.sections import Blocks, Chunk
-from gateway.writers import (
-    MetricsBatcher,
-    PassthroughPositionWriter,
-    PositionWriter,
-    ProfileUpdater,
-    Registrar,
-    SectionWriter,
-    StatusWriter,
-)
 
 if TYPE_CHECKING:
     from gateway.workers import WorkerPool

@@ -26,7 +26,7 @@ from gateway.bus import Bus
 from gateway.bus.base import command_channel
 from gateway.bus.messages import Command, CommandOutcome, Delivery, Drain, Message, encode
 from gateway.cache import WARM_TTL_S, Cache
-from gateway.hub import Hub
+from gateway.core.hub import Hub
 from gateway.pending import QUEUE_TTL_S, PendingCommands
 from gateway.presence import Presence
 

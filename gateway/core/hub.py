@@ -7,35 +7,16 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
+from gateway.core.links import BotLink, QueuedEvent, ViewerLink
+from gateway.core.task_owner import TaskOwner
+from gateway.core.telemetry import Telemetry
 from gateway.history import Entry
 from gateway.protocol import Area, CloseCode, Encoding, encode, in_view, positions_frame
-from gateway.task_owner import TaskOwner
-from gateway.telemetry import Telemetry
 from gateway.types import PositionUpdate
-from gateway.viewer import QueuedEvent, ViewerConnection
 
 log = logging.getLogger(__name__)
-
-
-class BotLink(Protocol):
-    """What the hub needs of a bot session: a way to reach and to close it."""
-
-    npc_id: str
-    last_seen: float  # monotonic time of its last frame or pong
-    replaced: bool  # closed because a newer connection took over: no `left`
-    announce_left: bool  # whether closing it should tell viewers `left`
-
-    def send_message(self, message: dict[str, Any]) -> bool: ...
-
-    def send_command(self, message: dict[str, Any]) -> bool: ...
-
-    def stalled_for(self, now: float) -> float: ...
-
-    async def close(self, code: int, message: str) -> None: ...
-
-    def ping(self) -> None: ...
 
 
 def _was_in_view(
@@ -58,7 +39,7 @@ class Hub:
         self.telemetry = telemetry or Telemetry()
         self.tasks = tasks or TaskOwner("hub")  # the closes it starts
         self.bots: dict[str, BotLink] = {}
-        self.viewers: set[ViewerConnection] = set()
+        self.viewers: set[ViewerLink] = set()
         self.stall_timeout_s = stall_timeout_s
         self.frames_broadcast = 0
         self.bot_stall_s = bot_stall_s
@@ -85,11 +66,11 @@ class Hub:
 
     # -- viewers ------------------------------------------------------------------------------
 
-    def add_viewer(self, viewer: ViewerConnection) -> None:
+    def add_viewer(self, viewer: ViewerLink) -> None:
         self.viewers.add(viewer)
         self.views_changed()
 
-    def remove_viewer(self, viewer: ViewerConnection) -> None:
+    def remove_viewer(self, viewer: ViewerLink) -> None:
         if viewer in self.viewers:
             self.viewers.discard(viewer)
             self.views_changed()
@@ -115,7 +96,7 @@ class Hub:
         if not window or not self.viewers:
             return
         started = time.perf_counter()
-        groups: dict[tuple[Encoding, str | None, Area | None], list[ViewerConnection]]
+        groups: dict[tuple[Encoding, str | None, Area | None], list[ViewerLink]]
         groups = defaultdict(list)
         for viewer in self.viewers:
             groups[(viewer.encoding, viewer.dim, viewer.area)].append(viewer)
@@ -171,7 +152,7 @@ class Hub:
 
     # -- slow-viewer policy -------------------------------------------------------------------
 
-    def _close_slow(self, viewer: ViewerConnection, why: str) -> None:
+    def _close_slow(self, viewer: ViewerLink, why: str) -> None:
         self.remove_viewer(viewer)
         self.telemetry.viewers_closed_slow.inc()
         log.info("closing slow viewer: %s", why)

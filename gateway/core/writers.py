@@ -5,7 +5,7 @@
 - statuses: written at once, latest per NPC wins while the database is down;
 - metrics: batched (`batch` rows or every `flush_ms`); rows wait in a bounded spool while the
   database is down (the oldest are dropped, and counted, only past `spool_max`), and in a
-  journal on disk (gateway/journal.py) so that a killed process loses none of them;
+  journal on disk (gateway/core/journal.py) so that a killed process loses none of them;
 - registrations: a bot that connected while the database was down is registered once it is
   back, before anything of its own is written (each writer settles them first), so nothing it
   sent meanwhile is dropped for want of its row (docs/reliability.md). Rows the database still
@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
-from gateway.journal import Journal
+from gateway.core.journal import Journal
 from gateway.store import StoreUnavailable
 from gateway.types import MetricRow, PositionUpdate
 
