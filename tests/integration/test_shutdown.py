@@ -31,22 +31,30 @@ async def _connect(proc: GatewayProcess, path: str, tok: str, encoding: str = "j
     return Peer(ws, encoding == "msgpack")
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-async def test_sigterm_writes_everything_accepted(
-    tmp_path: Path, backend: str, request: pytest.FixtureRequest
-) -> None:
+def _pending_env(
+    data: Path, backend: str, request: pytest.FixtureRequest, **overrides: str
+) -> dict[str, str]:
+    """A replica that keeps its metrics batch unwritten for minutes, on `backend`."""
     env = {
-        "GATEWAY_DATA_DIR": str(tmp_path),
-        # Long windows: everything below is still pending when SIGTERM arrives.
-        "GATEWAY_TICK_MS": "60000",
-        "GATEWAY_METRICS_FLUSH_MS": "60000",
+        "GATEWAY_DATA_DIR": str(data),
+        "GATEWAY_METRICS_FLUSH_MS": "600000",
         "GATEWAY_METRICS_BATCH": "100000",
         "GATEWAY_WORKERS": "1",
         "GATEWAY_RATE_PER_S": "10000",
         "GATEWAY_RATE_BURST": "10000",
+        **overrides,
     }
     if backend == "postgres":
         env["GATEWAY_DATABASE_URL"] = request.getfixturevalue("pg_url")
+    return env
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_sigterm_writes_everything_accepted(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    # Long windows: everything below is still pending when SIGTERM arrives.
+    env = _pending_env(tmp_path, backend, request, GATEWAY_TICK_MS="60000")
     proc = GatewayProcess(env)
     proc.start()
     try:
@@ -90,16 +98,7 @@ async def test_sigkill_loses_no_accepted_metric(
     tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
     """A killed replica's unwritten metrics batch is journaled; its restart writes it."""
-    env = {
-        "GATEWAY_DATA_DIR": str(tmp_path),
-        "GATEWAY_METRICS_FLUSH_MS": "600000",  # nothing is written before the kill
-        "GATEWAY_METRICS_BATCH": "100000",
-        "GATEWAY_WORKERS": "1",
-        "GATEWAY_RATE_PER_S": "10000",
-        "GATEWAY_RATE_BURST": "10000",
-    }
-    if backend == "postgres":
-        env["GATEWAY_DATABASE_URL"] = request.getfixturevalue("pg_url")
+    env = _pending_env(tmp_path, backend, request)  # nothing is written before the kill
     proc = GatewayProcess(env)
     proc.start()
     try:
