@@ -20,6 +20,7 @@ import secrets
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -30,6 +31,16 @@ from gateway.testing.gateway_process import GatewayProcess
 
 PARALLEL = 100  # connections opened at once
 HOLD_S = 8.0  # each wave's bots stay this long by default, sending a position a second
+
+
+def gc_stats(http: str, secret: str) -> dict[str, float]:
+    """The replica's own account of its periodic full collections (/api/performance)."""
+    request = urllib.request.Request(
+        f"{http}/api/performance",
+        headers={"Authorization": f"Bearer {issue_token(secret, 'admin', 'bench')}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return orjson.loads(response.read())["process"]["gc"]
 
 
 def rss_mb(pid: int) -> float:
@@ -105,6 +116,9 @@ async def run(churn: int, wave: int, idle: int, hold_s: float, gc_every: int) ->
         figures["churn seconds"] = time.monotonic() - started
         await asyncio.sleep(max(gc_every, 1) + 5)
         figures[f"{max(gc_every, 1) + 5} s later"] = rss_mb(pid)
+        gc_figures = gc_stats(proc.http, secret)
+        figures["full collections"] = gc_figures["fullCollections"]
+        figures["last full pause ms"] = gc_figures["lastFullPauseMs"]
         hold.set()
         await asyncio.gather(*held, return_exceptions=True)
     finally:
