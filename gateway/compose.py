@@ -146,7 +146,6 @@ async def running_replica(
         )
         await node.start()
         stack.push_async_callback(node.close)
-        stack.push_async_callback(node.drain)  # a no-op when the shutdown hook drained it
         if pool is not None:
             if settings.eager_workers:
                 # Workers warm up (import, JIT) in the background; requests queue until ready.
@@ -158,6 +157,9 @@ async def running_replica(
         if settings.rcon_url:
             bridge = MinecraftBridge(settings.rcon_url, node.breakers[MINECRAFT_BRIDGE_BREAKER])
             stack.push_async_callback(bridge.close)
+        # First on the way out, while the pool still answers what is in flight; a no-op when
+        # the app's shutdown hook has drained it already.
+        stack.push_async_callback(node.drain)
         yield Replica(node, pool, bridge)
 
 
