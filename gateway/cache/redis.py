@@ -10,6 +10,7 @@ replayed before anything else once Redis answers again; until then every `get` i
 an entry that should have been invalidated is never served. The memory is bounded
 (`max_pending` keys): past it, the replay drops every data key under the prefix instead
 (SCAN + UNLINK; version counters are kept and bumped), which is always correct, only colder.
+On a Redis Cluster keys are spread over the masters by slot; SCAN walks every master.
 """
 
 from __future__ import annotations
@@ -176,8 +177,9 @@ class RedisCache:
             if batch:
                 await self._redis.unlink(*batch)
         async with self._redis.pipeline(transaction=False) as pipe:
-            for start in range(0, 0 if wipe else len(deletes), 1000):
-                pipe.unlink(*deletes[start : start + 1000])
+            # One key per UNLINK: a cluster pipeline refuses keys of several slots in one.
+            for key in () if wipe else deletes:
+                pipe.unlink(key)
             for key, count in incrs.items():
                 pipe.incrby(key, count)
             await pipe.execute()
