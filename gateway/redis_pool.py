@@ -81,13 +81,17 @@ def fail_fast_client(
     url: str, connect_timeout_s: float, socket_timeout_s: float | None, **kwargs: Any
 ) -> AnyRedis:
     """A bounded client that never retries by itself: the caller's own loop or backoff
-    decides when to try again, so a dead Redis surfaces at once (within the timeouts)."""
+    decides when to try again, so a dead Redis surfaces at once (within the timeouts).
+
+    A cluster client retries once, at once: its pools hand out idle connections unchecked, so
+    after a master restarted the first command on each would meet a dead socket (the failure
+    drops them all, and refreshes the slot map, before the retry)."""
     return redis_client(
         url,
         wait_s=socket_timeout_s,
         socket_connect_timeout=connect_timeout_s,
         socket_timeout=socket_timeout_s,
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), 1 if is_cluster_url(url) else 0),
         health_check_interval=0,  # no PINGs of its own either: our loops and timeouts notice
         **kwargs,
     )
