@@ -1,0 +1,102 @@
+"""Two replicas on a Redis Cluster of three masters (`redis+cluster://`), one master killed.
+
+Two in-process replicas on real ports share a throwaway PostgreSQL database and the session's
+throwaway cluster. A bot on A, a viewer on B: B sees its positions and its joined/left over the
+sharded bus. Then the master carrying the bus is SIGKILLed, the others mark it failed, it is
+started again (same port, same nodes.conf: it rejoins, empty) and the replicas recover by
+themselves. No replicas in the cluster: its slots are unavailable meanwhile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.bus.cluster import TAG
+from gateway.client import BotClient, ViewerClient
+from gateway.testing.postgres_server import PostgresServer
+from gateway.testing.redis_cluster import RedisClusterServers
+from gateway.testing.redis_server import RedisServer
+from tests.harness import Rest, RunningGateway, gateway_settings, running_gateway, token
+from tests.wait import until
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+WAIT_S = 30.0  # deadline of one wait (generous: the machine is shared)
+
+
+@pytest.fixture
+async def pair(
+    redis_cluster_url: str, pg_server: PostgresServer, tmp_path: Path
+) -> AsyncIterator[tuple[RunningGateway, RunningGateway]]:
+    db = pg_server.create_database(f"rcl_{uuid.uuid4().hex[:10]}")
+    a = gateway_settings(
+        tmp_path / "a", database_url=db, redis_url=redis_cluster_url, replica_id="ra"
+    )
+    b = dataclasses.replace(a, data_dir=tmp_path / "b", replica_id="rb")
+    async with running_gateway(a) as ga, running_gateway(b) as gb:
+        yield ga, gb
+
+
+def bus_master(cluster: RedisClusterServers) -> RedisServer:
+    """The master that owns the bus's slot: the only one that does not answer MOVED."""
+    for node in cluster.nodes:
+        if not node.command("SPUBLISH", TAG + "probe", "x").startswith(b"-MOVED"):
+            return node
+    raise AssertionError("no master owns the bus's slot")
+
+
+async def test_a_viewer_follows_a_bot_on_another_replica_across_a_master_restart(
+    pair: tuple[RunningGateway, RunningGateway], redis_cluster: RedisClusterServers
+) -> None:
+    a, b = pair
+    async with (
+        ViewerClient(b.ws, token("viewer", "far")) as viewer,
+        BotClient(a.ws, token("npc", "walker")) as walker,
+    ):
+        await walker.send_position(1, 64, 1)
+        await viewer.wait_for_npc("walker", WAIT_S, online=True, x=1)
+        async with BotClient(a.ws, token("npc", "visitor")) as visitor:
+            await visitor.send_position(9, 64, 9)
+            await viewer.wait_for_npc("visitor", WAIT_S, online=True, x=9)
+        await viewer.wait_for(lambda npcs: not npcs.get("visitor", {}).get("online"), WAIT_S)
+
+        victim = bus_master(redis_cluster)
+        victim.kill()
+        redis_cluster.wait_state("fail")  # the survivors noticed: every slot refuses now
+        victim.start()
+        redis_cluster.wait_state("ok")
+
+        # Recovered by itself: positions cross from A to B again (a fresh one per poll, as
+        # any sent while the bus was down were dropped, at most once).
+        x = 100
+
+        async def seen_again() -> bool:
+            nonlocal x
+            if viewer.npcs.get("walker", {}).get("x") == x:
+                return True
+            x += 1
+            await walker.send_position(x, 64, 1)
+            return False
+
+        await until(seen_again, "B's viewer to see A's bot move again", WAIT_S, interval_s=0.2)
+        assert viewer.npcs["walker"]["online"] is True
+
+        # Joined and left cross again too.
+        async with BotClient(a.ws, token("npc", "latecomer")) as latecomer:
+            await latecomer.send_position(3, 64, 3)
+            await viewer.wait_for_npc("latecomer", WAIT_S, online=True, x=3)
+        await viewer.wait_for(lambda npcs: not npcs.get("latecomer", {}).get("online"), WAIT_S)
+
+    # The store took every NPC the replicas accepted, outage or not.
+    rest = Rest(b.http, token("admin", "ops"))
+    try:
+        for npc in ("walker", "visitor", "latecomer"):
+            status, _ = await rest.call("GET", f"/api/npcs/{npc}")
+            assert status == 200, npc
+    finally:
+        await rest.close()
