@@ -20,8 +20,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+from redis.exceptions import ClusterDownError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.backoff import backoff_delay
@@ -32,8 +32,9 @@ DATA_PREFIX = "aicraft:cache:"
 VERSION_PREFIX = "aicraft:cachever:"  # not under DATA_PREFIX: a wipe must keep the counters
 
 # Errors that mean "Redis is not answering" (BusyLoadingError, a restart still loading its
-# dataset, is a ConnectionError too). Any other RedisError is a one-off failed call.
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# dataset, is a ConnectionError too; a cluster that lost a master answers CLUSTERDOWN). Any
+# other RedisError is a one-off failed call.
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ClusterDownError, OSError)
 
 
 class RedisCache:
@@ -177,9 +178,10 @@ class RedisCache:
             if batch:
                 await self._redis.unlink(*batch)
         async with self._redis.pipeline(transaction=False) as pipe:
-            # One key per UNLINK: a cluster pipeline refuses keys of several slots in one.
+            # One key per UNLINK: a cluster pipeline refuses keys of several slots in one
+            # (and its own `unlink` runs at once, outside the pipeline: hence execute_command).
             for key in () if wipe else deletes:
-                pipe.unlink(key)
+                pipe.execute_command("UNLINK", key)
             for key, count in incrs.items():
                 pipe.incrby(key, count)
             await pipe.execute()

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from gateway.bus.cluster import TAG
+from gateway.cache.redis import DATA_PREFIX, RedisCache
 from gateway.client import BotClient, ViewerClient
+from gateway.redis_pool import redis_client
 from gateway.testing.postgres_server import PostgresServer
 from gateway.testing.redis_cluster import RedisClusterServers
 from gateway.testing.redis_server import RedisServer
@@ -100,3 +102,35 @@ async def test_a_viewer_follows_a_bot_on_another_replica_across_a_master_restart
             assert status == 200, npc
     finally:
         await rest.close()
+
+
+async def test_cache_invalidations_made_while_a_master_is_down_are_replayed(
+    redis_cluster: RedisClusterServers, redis_cluster_url: str
+) -> None:
+    """Keys spread over every master; one dies, the cluster refuses commands, deletes made
+    meanwhile are remembered and replayed once it is back (the survivors' keys go too)."""
+    cache = RedisCache(redis_cluster_url)
+    raw = redis_client(redis_cluster_url, wait_s=None)
+    keys = [f"k{i}" for i in range(30)]
+    try:
+        for key in keys:
+            await cache.set(key, b"v", ttl_s=600)
+        assert await raw.exists(*(DATA_PREFIX + k for k in keys)) == len(keys)
+
+        victim = redis_cluster.nodes[0]
+        victim.kill()
+        redis_cluster.wait_state("fail")
+        await cache.delete(*keys)
+        assert cache.stats()["pendingInvalidations"] == len(keys)
+        victim.start()
+        redis_cluster.wait_state("ok")
+
+        async def replayed() -> bool:
+            await cache.get("probe")  # any call replays first, once the backoff is over
+            return cache.stats()["pendingInvalidations"] == 0
+
+        await until(replayed, "the remembered deletes to be replayed", WAIT_S, interval_s=0.1)
+        assert await raw.exists(*(DATA_PREFIX + k for k in keys)) == 0
+    finally:
+        await raw.aclose()
+        await cache.close()
