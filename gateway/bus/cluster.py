@@ -22,18 +22,22 @@ or failed-over master, a moved slot).
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline, PubSub
-from redis.exceptions import RedisError
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ClusterDownError, RedisError
 
 from gateway.bus.base import EVENTS
 from gateway.bus.redis import RedisBus
 from gateway.bus.region_runs import IN_USE_S, RegionRuns
 from gateway.redis_pool import AnyRedis, fail_fast_client, is_cluster_url, node_url
 from gateway.regions import is_positions_channel
+
+log = logging.getLogger(__name__)
 
 TAG = "{aicraft:bus}"
 REGIONS_KEY = TAG + ":regions"  # region channel -> when a publisher last noted it (ms)
@@ -76,9 +80,11 @@ class ClusterBus(RedisBus):
 
     async def close(self) -> None:
         await super().close()
-        if self._topology is not None:
-            await self._topology.aclose()
-            self._topology = None
+        if isinstance(self._topology, RedisCluster):
+            # Only its slot map was ever loaded (see _master_client): close what that opened.
+            await self._topology.nodes_manager.aclose()
+            await self._topology.nodes_manager.aclose("startup_nodes")
+        self._topology = None
 
     async def _master_client(self, old: AnyRedis | None) -> Redis:
         """A fresh client on the master that owns the bus's slot now; `old` is closed."""
@@ -86,9 +92,12 @@ class ClusterBus(RedisBus):
             await old.aclose()
         if self._topology is None:
             self._topology = self._client()
-        await self._topology.aclose()  # forget the slot map: asked for again below
-        await self._topology.initialize()  # type: ignore[union-attr]
-        node = self._topology.get_node_from_key(TAG)  # type: ignore[union-attr]
+        assert isinstance(self._topology, RedisCluster)
+        # The slot map only (CLUSTER SLOTS from any seed that answers): the client's own
+        # initialize() also asks one fixed master for its command table, and fails while
+        # that one is down, whichever master the bus is on.
+        await self._topology.nodes_manager.initialize()
+        node = self._topology.get_node_from_key(TAG)
         url = node_url(self._url, node.host, node.port)
         client = fail_fast_client(url, self._connect_timeout_s, self._socket_timeout_s)
         assert isinstance(client, Redis)
@@ -105,16 +114,44 @@ class ClusterBus(RedisBus):
         assert self._pub is not None
         regions = {c for c, _ in batch if is_positions_channel(c)}
         new, due = self._runs.sent(regions, time.monotonic()) if regions else (set(), set())
-        # Atomic only when it carries copies (see the module's docstring).
-        async with self._pub.pipeline(transaction=bool(new)) as pipe:
+        try:
+            # Atomic only when it carries copies (see the module's docstring).
+            await self._spublish(batch, new, atomic=bool(new))
+        except ClusterDownError:
+            if not new:
+                raise
+            # A cluster that lost a master refuses EXEC (nothing ran), not SPUBLISH. Atomicity
+            # can go: nobody's region subscriptions change while the registry is refused too.
+            await self._spublish(batch, new, atomic=False)
+        self.published_bytes += sum(len(payload) for _, payload in batch)
+        if due:
+            await self._note(due)
+
+    async def _spublish(
+        self, batch: list[tuple[str, bytes]], new: set[str], *, atomic: bool
+    ) -> None:
+        """Send `batch`, with copies of the windows of the `new` regions."""
+        assert self._pub is not None
+        async with self._pub.pipeline(transaction=atomic) as pipe:
             for channel, payload in batch:
                 pipe.spublish(wire_name(channel), payload)
                 if channel in new:
                     pipe.spublish(wire_name(NEW_REGIONS), wrap_copy(channel, payload))
-            if due:
-                _note(pipe, due)
             await pipe.execute()
-        self.published_bytes += sum(len(payload) for _, payload in batch)
+
+    async def _note(self, channels: set[str]) -> None:
+        """Note `channels` as in use now, and drop the regions nobody noted for IN_USE_S.
+        Best effort, apart from the windows: a cluster that lost another master still carries
+        SPUBLISH but refuses ZADD (CLUSTERDOWN); a region is noted again NOTE_EVERY_S later."""
+        assert self._pub is not None
+        now_ms = int(time.time() * 1000)
+        try:
+            async with self._pub.pipeline(transaction=False) as pipe:
+                pipe.zadd(REGIONS_KEY, dict.fromkeys(channels, now_ms))
+                pipe.zremrangebyscore(REGIONS_KEY, "-inf", now_ms - int(IN_USE_S * 1000))
+                await pipe.execute()
+        except RedisError as exc:
+            log.debug("bus: could not note regions in use: %s", exc)
 
     # -- subscribing ---------------------------------------------------------------------
 
@@ -124,13 +161,18 @@ class ClusterBus(RedisBus):
         return self._sub.pubsub()
 
     async def _regions_to_hear(self) -> set[str]:
-        """The wanted regions, or (every region) those in use and NEW_REGIONS."""
+        """The wanted regions, or (every region) those in use and NEW_REGIONS; while the
+        registry cannot be read (CLUSTERDOWN), what is heard already."""
         wanted = self._wanted
         if wanted is not None:
             return set(wanted)
         assert self._sub is not None
         since_ms = int(time.time() * 1000) - int(IN_USE_S * 1000)
-        in_use = await self._sub.zrangebyscore(REGIONS_KEY, since_ms, "+inf")
+        try:
+            in_use = await self._sub.zrangebyscore(REGIONS_KEY, since_ms, "+inf")
+        except ClusterDownError as exc:
+            log.debug("bus: cannot read the regions in use: %s", exc)
+            return self._heard | {NEW_REGIONS}
         return {c.decode() for c in in_use} | {NEW_REGIONS}
 
     def _regions_poll_s(self) -> float | None:
@@ -166,10 +208,3 @@ class ClusterBus(RedisBus):
             if channel in self._confirmed:
                 return  # heard on the region's own channel
         super()._deliver(channel, payload)
-
-
-def _note(pipe: Pipeline, channels: set[str]) -> None:
-    """Note `channels` as in use now, and drop the regions nobody noted for IN_USE_S."""
-    now_ms = int(time.time() * 1000)
-    pipe.zadd(REGIONS_KEY, dict.fromkeys(channels, now_ms))
-    pipe.zremrangebyscore(REGIONS_KEY, "-inf", now_ms - int(IN_USE_S * 1000))

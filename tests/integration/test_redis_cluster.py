@@ -104,6 +104,30 @@ async def test_a_viewer_follows_a_bot_on_another_replica_across_a_master_restart
         await rest.close()
 
 
+async def test_the_bus_keeps_carrying_while_another_master_is_down(
+    pair: tuple[RunningGateway, RunningGateway], redis_cluster: RedisClusterServers
+) -> None:
+    """The cluster refuses keyed commands once a master failed, but the bus's master still
+    carries sharded pub/sub: positions keep crossing meanwhile."""
+    a, b = pair
+    async with (
+        ViewerClient(b.ws, token("viewer", "far")) as viewer,
+        BotClient(a.ws, token("npc", "runner")) as runner,
+    ):
+        await runner.send_position(1, 64, 1)
+        await viewer.wait_for_npc("runner", WAIT_S, online=True, x=1)
+
+        bus = bus_master(redis_cluster)
+        victim = next(node for node in redis_cluster.nodes if node is not bus)
+        victim.kill()
+        redis_cluster.wait_state("fail")
+        for x in (2, 3):
+            await runner.send_position(x, 64, 1)
+            await viewer.wait_for_npc("runner", WAIT_S, x=x)
+        victim.start()
+        redis_cluster.wait_state("ok")
+
+
 async def test_cache_invalidations_made_while_a_master_is_down_are_replayed(
     redis_cluster: RedisClusterServers, redis_cluster_url: str
 ) -> None:
