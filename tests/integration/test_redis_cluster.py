@@ -29,6 +29,7 @@ from tests.wait import until
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 WAIT_S = 30.0  # deadline of one wait (generous: the machine is shared)
+OUTAGE_METRICS = 20  # metrics a bot sends while a master is down
 
 
 @pytest.fixture
@@ -70,6 +71,8 @@ async def test_a_viewer_follows_a_bot_on_another_replica_across_a_master_restart
         victim = bus_master(redis_cluster)
         victim.kill()
         redis_cluster.wait_state("fail")  # the survivors noticed: every slot refuses now
+        for n in range(OUTAGE_METRICS):  # accepted meanwhile: for the store, not Redis
+            assert await walker.send_metric("steps", n)
         victim.start()
         redis_cluster.wait_state("ok")
 
@@ -94,12 +97,19 @@ async def test_a_viewer_follows_a_bot_on_another_replica_across_a_master_restart
             await viewer.wait_for_npc("latecomer", WAIT_S, online=True, x=3)
         await viewer.wait_for(lambda npcs: not npcs.get("latecomer", {}).get("online"), WAIT_S)
 
-    # The store took every NPC the replicas accepted, outage or not.
+    # The store took every NPC and every metric the replicas accepted, outage or not.
     rest = Rest(b.http, token("admin", "ops"))
     try:
         for npc in ("walker", "visitor", "latecomer"):
             status, _ = await rest.call("GET", f"/api/npcs/{npc}")
             assert status == 200, npc
+
+        async def all_steps_stored() -> bool:
+            _, page = await rest.call("GET", "/api/metrics?npc=walker&name=steps&limit=100")
+            values = sorted(m["value"] for m in page["metrics"])
+            return values == [float(n) for n in range(OUTAGE_METRICS)]
+
+        await until(all_steps_stored, "the metrics sent during the outage", WAIT_S)
     finally:
         await rest.close()
 
