@@ -40,9 +40,9 @@ STORE_CONNECT_DEADLINE_S = 60.0
 
 def make_bus(settings: Settings, broker: MemoryBroker | None = None) -> Bus:
     if settings.redis_url:
-        from gateway.bus.redis import RedisBus
+        from gateway.bus.cluster import redis_bus
 
-        return RedisBus(settings.redis_url)
+        return redis_bus(settings.redis_url)
     return MemoryBus(broker)
 
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.redis_pool import CLUSTER_SCHEME, cluster_seeds
 from gateway.store.retention import parse_duration_s
 
 MIN_SECRET_BYTES = 32  # HMAC-SHA256 key: shorter is guessable (§2)
@@ -44,7 +45,7 @@ def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
 
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", CLUSTER_SCHEME)
 
 
 def _redis_url(raw: str | None) -> str | None:
@@ -52,13 +53,16 @@ def _redis_url(raw: str | None) -> str | None:
     if not raw:
         return None
     scheme = raw.split("://", 1)[0] if "://" in raw else ""
-    if scheme == "redis+cluster":
-        raise ConfigError(
-            "GATEWAY_REDIS_URL: redis+cluster:// (Redis Cluster) is not supported yet;"
-            " use one Redis node, redis://HOST:PORT"
-        )
     if scheme not in REDIS_SCHEMES:
-        raise ConfigError("GATEWAY_REDIS_URL must start with redis://, rediss:// or unix://")
+        raise ConfigError(
+            "GATEWAY_REDIS_URL must start with redis://, rediss://, unix://"
+            " or redis+cluster:// (a Redis Cluster: redis+cluster://HOST:PORT[,HOST:PORT...])"
+        )
+    if scheme == CLUSTER_SCHEME:
+        try:
+            cluster_seeds(raw)
+        except ValueError as exc:
+            raise ConfigError(f"GATEWAY_REDIS_URL: seed node {exc}") from None
     return raw
 
 

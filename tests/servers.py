@@ -2,6 +2,7 @@
 
 `pg_server` / `redis_server`: one server per session; `pg_url`: a fresh database per test;
 `redis_url`: the session's Redis, emptied for each test (and started again if a test stopped it).
+`redis_cluster` / `redis_cluster_url`: the same for a Redis Cluster of three masters.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from gateway.testing.postgres_server import PostgresServer, PostgresServerError
+from gateway.testing.redis_cluster import RedisClusterServers
 from gateway.testing.redis_server import RedisServer
 
 
@@ -54,3 +56,24 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     with contextlib.suppress(OSError):
         if redis_server.running:
             redis_server.flushall()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    cluster = RedisClusterServers()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisClusterServers) -> Iterator[str]:
+    # A test that killed a master must not break the ones after it.
+    redis_cluster.start()
+    redis_cluster.flushall()
+    yield redis_cluster.url
+    with contextlib.suppress(OSError):
+        redis_cluster.start()
+        redis_cluster.flushall()

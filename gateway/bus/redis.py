@@ -8,6 +8,7 @@ echoes a replica's messages back to it: they are dropped by their envelope's fir
 connections reconnect by themselves (exponential backoff with jitter, capped) and the
 subscriber re-subscribes; delivery is at most once. Region channels (`set_positions`) change
 on the live subscription from a task of their own, and a reconnect subscribes to the latest set.
+On a Redis Cluster, gateway/bus/cluster.py changes how it connects, publishes and subscribes.
 """
 
 from __future__ import annotations
@@ -18,16 +19,19 @@ import logging
 from collections import deque
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from gateway.backoff import Backoff
 from gateway.bus.base import EVENTS, POSITIONS_PATTERN, WORLD, BusHandler, command_channel
 from gateway.bus.messages import sender_prefix
-from gateway.redis_pool import fail_fast_client
+from gateway.redis_pool import AnyRedis, fail_fast_client
 
 log = logging.getLogger(__name__)
+
+# What a subscription hears back, for plain, pattern and sharded (cluster) pub/sub alike.
+_CONFIRMATIONS = ("subscribe", "psubscribe", "ssubscribe")
+_MESSAGES = ("message", "pmessage", "smessage")
 
 
 class RedisBus:
@@ -54,8 +58,8 @@ class RedisBus:
         self._handler: BusHandler | None = None
         self._queue: deque[tuple[str, bytes]] = deque()
         self._wakeup = asyncio.Event()
-        self._pub: Redis | None = None
-        self._sub: Redis | None = None
+        self._pub: AnyRedis | None = None
+        self._sub: AnyRedis | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._pub_up = False
         self._sub_up = False
@@ -80,8 +84,6 @@ class RedisBus:
         self._replica = replica
         self._own = sender_prefix(replica)
         self._handler = handler
-        self._pub = fail_fast_client(self._url, self._connect_timeout_s, self._socket_timeout_s)
-        self._sub = fail_fast_client(self._url, self._connect_timeout_s, self._socket_timeout_s)
         pub_tried, sub_tried = asyncio.Event(), asyncio.Event()
         self._tasks = [
             asyncio.create_task(self._send_loop(pub_tried), name=f"bus-send-{replica}"),
@@ -105,6 +107,9 @@ class RedisBus:
                 await client.aclose()
         self._pub = self._sub = None
         self._pub_up = self._sub_up = False
+
+    def _client(self) -> AnyRedis:
+        return fail_fast_client(self._url, self._connect_timeout_s, self._socket_timeout_s)
 
     def publish(self, channel: str, payload: bytes) -> None:
         if not self._pub_up or len(self._queue) >= self._max_queue:
@@ -133,12 +138,11 @@ class RedisBus:
     # -- sending -------------------------------------------------------------------------
 
     async def _send_loop(self, tried: asyncio.Event) -> None:
-        assert self._pub is not None
         backoff = Backoff()
         while not self._closed:
             if not self._pub_up:
                 try:
-                    await self._pub.ping()
+                    await self._connect_publisher()
                 except Exception as exc:  # whatever it is, retry later: never die silently
                     tried.set()
                     if backoff.first:
@@ -172,6 +176,12 @@ class RedisBus:
                     continue
                 self.published += len(batch)
 
+    async def _connect_publisher(self) -> None:
+        """Make sure the publishing connection reaches Redis (raises if it does not)."""
+        if self._pub is None:
+            self._pub = self._client()
+        await self._pub.ping()
+
     def _publisher_down(self) -> None:
         """Drop what is queued and make `publish` drop until the sender has pinged Redis."""
         self._pub_up = False
@@ -193,13 +203,13 @@ class RedisBus:
     # -- receiving -----------------------------------------------------------------------
 
     async def _listen_loop(self, tried: asyncio.Event) -> None:
-        assert self._sub is not None
         backoff = Backoff()
         while not self._closed:
-            pubsub = self._sub.pubsub()
+            pubsub: PubSub | None = None
             try:
-                wanted = self._wanted
-                regions = set() if wanted is None else set(wanted)
+                pubsub = await self._new_pubsub()
+                wanted = await self._regions_to_hear()
+                regions = set() if wanted is None else wanted
                 channels = [EVENTS, WORLD, command_channel(self._replica), *sorted(regions)]
                 await self._subscribe(pubsub, channels, pattern=wanted is None)
                 self._heard, self._heard_all = regions, wanted is None
@@ -224,12 +234,38 @@ class RedisBus:
             finally:
                 self._sub_up = False
                 self._pubsub = None
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
+
+    async def _new_pubsub(self) -> PubSub:
+        """A pub/sub object for a fresh subscription (it connects on its first command)."""
+        if self._sub is None:
+            self._sub = self._client()
+        return self._sub.pubsub()
+
+    async def _regions_to_hear(self) -> set[str] | None:
+        """The region channels to subscribe to now; None: every region, by pattern."""
+        wanted = self._wanted
+        return None if wanted is None else set(wanted)
+
+    async def _subscribe_to(self, pubsub: PubSub, channels: list[str]) -> None:
+        await pubsub.subscribe(*channels)
+
+    async def _unsubscribe_from(self, pubsub: PubSub, channels: list[str]) -> None:
+        await pubsub.unsubscribe(*channels)
+
+    def _confirmation_of(self, channel: str) -> bytes:
+        """The channel name a confirmation of `channel` carries."""
+        return channel.encode()
+
+    def _channel_of(self, heard: bytes) -> str:
+        """The bus channel of a channel name heard from Redis."""
+        return heard.decode()
 
     async def _subscribe(self, pubsub: PubSub, channels: list[str], *, pattern: bool) -> None:
-        await pubsub.subscribe(*channels)
-        pending = {c.encode() for c in channels}
+        await self._subscribe_to(pubsub, channels)
+        pending = {self._confirmation_of(c) for c in channels}
         if pattern:
             await pubsub.psubscribe(POSITIONS_PATTERN)
             pending.add(POSITIONS_PATTERN.encode())
@@ -238,30 +274,34 @@ class RedisBus:
             msg = await pubsub.get_message(timeout=self._socket_timeout_s)
             if msg is None:
                 raise RedisError("no subscription confirmation from Redis")
-            if msg["type"] in ("subscribe", "psubscribe"):
-                pending.discard(msg["channel"])
-            elif msg["type"] in ("message", "pmessage"):
+            if msg["type"] in _MESSAGES:
                 self._deliver(msg["channel"], msg["data"])
+                continue
+            self._on_control(msg["type"], msg["channel"])
+            if msg["type"] in _CONFIRMATIONS:
+                pending.discard(msg["channel"])
 
     async def _regions_loop(self) -> None:
         """Bring the live subscription to the wanted region channels: new ones first, then
         drop the old, so a viewer moving across a border misses nothing in between."""
         while not self._closed:
-            await self._regions_changed.wait()
+            poll_s = self._regions_poll_s()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._regions_changed.wait(), poll_s)
             self._regions_changed.clear()
             pubsub = self._pubsub
             if pubsub is None or not self._sub_up:
                 continue  # the next connection subscribes to the wanted set
-            wanted = self._wanted
-            regions = set() if wanted is None else set(wanted)
             try:
+                wanted = await self._regions_to_hear()
+                regions = set() if wanted is None else wanted
                 if wanted is None and not self._heard_all:
                     await pubsub.psubscribe(POSITIONS_PATTERN)
                     self._heard_all = True
                 if add := regions - self._heard:
-                    await pubsub.subscribe(*sorted(add))
+                    await self._subscribe_to(pubsub, sorted(add))
                 if drop := self._heard - regions:
-                    await pubsub.unsubscribe(*sorted(drop))
+                    await self._unsubscribe_from(pubsub, sorted(drop))
                 self._heard = regions
                 if wanted is not None and self._heard_all:
                     await pubsub.punsubscribe(POSITIONS_PATTERN)
@@ -269,6 +309,10 @@ class RedisBus:
             except Exception as exc:
                 # The listener finds the dead link too and resubscribes to the wanted set.
                 log.warning("bus: could not change region subscriptions: %s", exc)
+
+    def _regions_poll_s(self) -> float | None:
+        """How often to look at the regions again without being told (None: only when told)."""
+        return None
 
     async def _receive(self, pubsub: PubSub) -> None:
         loop = asyncio.get_running_loop()
@@ -284,8 +328,13 @@ class RedisBus:
                 await pubsub.ping()
                 continue
             last_rx = now
-            if msg["type"] in ("message", "pmessage"):
+            if msg["type"] in _MESSAGES:
                 self._deliver(msg["channel"], msg["data"])
+            else:
+                self._on_control(msg["type"], msg["channel"])
+
+    def _on_control(self, kind: str, channel: bytes | None) -> None:
+        """A (un)subscription confirmation or a PONG, in the order Redis sent it."""
 
     def _deliver(self, channel: bytes, payload: bytes) -> None:
         self.received_bytes += len(payload)  # what came over the wire, own echoes included
@@ -293,7 +342,7 @@ class RedisBus:
             return
         self.received += 1
         try:
-            self._handler(channel.decode(), payload)
+            self._handler(self._channel_of(channel), payload)
         except Exception:
             # One bad message must not kill the subscription.
             log.exception("bus: handler failed on %r", channel)

@@ -10,6 +10,7 @@ replayed before anything else once Redis answers again; until then every `get` i
 an entry that should have been invalidated is never served. The memory is bounded
 (`max_pending` keys): past it, the replay drops every data key under the prefix instead
 (SCAN + UNLINK; version counters are kept and bumped), which is always correct, only colder.
+On a Redis Cluster keys are spread over the masters by slot; SCAN walks every master.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+from redis.exceptions import ClusterDownError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.backoff import backoff_delay
@@ -31,8 +32,9 @@ DATA_PREFIX = "aicraft:cache:"
 VERSION_PREFIX = "aicraft:cachever:"  # not under DATA_PREFIX: a wipe must keep the counters
 
 # Errors that mean "Redis is not answering" (BusyLoadingError, a restart still loading its
-# dataset, is a ConnectionError too). Any other RedisError is a one-off failed call.
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# dataset, is a ConnectionError too; a cluster that lost a master answers CLUSTERDOWN). Any
+# other RedisError is a one-off failed call.
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ClusterDownError, OSError)
 
 
 class RedisCache:
@@ -176,8 +178,10 @@ class RedisCache:
             if batch:
                 await self._redis.unlink(*batch)
         async with self._redis.pipeline(transaction=False) as pipe:
-            for start in range(0, 0 if wipe else len(deletes), 1000):
-                pipe.unlink(*deletes[start : start + 1000])
+            # One key per UNLINK: a cluster pipeline refuses keys of several slots in one
+            # (and its own `unlink` runs at once, outside the pipeline: hence execute_command).
+            for key in () if wipe else deletes:
+                pipe.execute_command("UNLINK", key)
             for key, count in incrs.items():
                 pipe.incrby(key, count)
             await pipe.execute()

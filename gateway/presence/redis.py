@@ -1,4 +1,4 @@
-"""Redis presence: one key per NPC, `aicraft:presence:{npc}` -> replica id, with a TTL.
+"""Redis presence: one key per NPC, `{aicraft:presence}:<npc>` -> replica id, with a TTL.
 
 Guarantees (see base.py): `claim` is atomic (SET ... GET inside MULTI, so the later claim wins
 and learns the earlier holder); `release` is a compare-and-delete script; `refresh` re-sets
@@ -6,10 +6,14 @@ and learns the earlier holder); `release` is a compare-and-delete script; `refre
 back with the next heartbeat, and it never takes an NPC back from another replica. A set
 indexes the NPC ids for `online(None)` (cleaned lazily), so nothing ever runs KEYS.
 When Redis cannot be reached every method raises `PresenceUnavailable`, quickly.
+
+Every key carries the hash tag `{aicraft:presence}`: on a Redis Cluster they share one slot, so
+the transaction, the scripts and MGET (which touch NPC keys and the index together) run there.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Iterator, Sequence
 from typing import TypeVar
 
@@ -17,8 +21,8 @@ from redis.exceptions import RedisError
 
 from gateway.redis_pool import fail_fast_client
 
-KEY_PREFIX = "aicraft:presence:"
-INDEX_KEY = "aicraft:presence-index"  # a set of NPC ids; outside KEY_PREFIX on purpose
+KEY_PREFIX = "{aicraft:presence}:"
+INDEX_KEY = "{aicraft:presence}-index"  # a set of NPC ids; outside KEY_PREFIX on purpose
 _CHUNK = 1000  # keys per MGET / script call: keeps each Redis command short
 
 _T = TypeVar("_T")
@@ -157,14 +161,16 @@ class RedisPresence:
         if not ids:
             return set()
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for chunk in _chunks(ids):
-                    await self._refresh(
+            # Chunks at once rather than in a pipeline: a cluster client refuses scripts in one.
+            results = await asyncio.gather(
+                *(
+                    self._refresh(
                         keys=[INDEX_KEY, *(_key(i) for i in chunk)],
                         args=[replica, self._ttl_ms, *chunk],
-                        client=pipe,
                     )
-                results = await pipe.execute()
+                    for chunk in _chunks(ids)
+                )
+            )
         except (RedisError, OSError) as exc:
             raise PresenceUnavailable(f"refresh: {exc}") from exc
         return {str(m) for lost in results for m in lost}

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.testing.net import free_port
@@ -34,7 +35,12 @@ def _ping(port: int) -> bool:
 class RedisServer:
     """A `redis-server` process on 127.0.0.1; the port survives stop/start."""
 
-    def __init__(self, port: int | None = None, binary: str = REDIS_SERVER_BIN) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        binary: str = REDIS_SERVER_BIN,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         resolved = shutil.which(binary)
         if resolved is None:
             raise RuntimeError(
@@ -42,6 +48,7 @@ class RedisServer:
                 " or set REDIS_SERVER_BIN"
             )
         self._binary = resolved
+        self._extra_args = list(extra_args)  # e.g. cluster mode (gateway/testing/redis_cluster.py)
         self.port = port or free_port()
         self._dir = Path(tempfile.mkdtemp(prefix="aicraft-redis-"))
         self._proc: subprocess.Popen[bytes] | None = None
@@ -67,6 +74,7 @@ class RedisServer:
             "--daemonize", "no",
             "--dir", str(self._dir),
             "--logfile", str(log),
+            *self._extra_args,
         ]  # fmt: skip
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout_s

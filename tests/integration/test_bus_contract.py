@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from gateway.bus.base import EVENTS, Bus, command_channel
+from gateway.bus.cluster import redis_bus
 from gateway.bus.memory import MemoryBroker, MemoryBus
 from gateway.bus.messages import Status, encode
-from gateway.bus.redis import RedisBus
 from gateway.regions import region_channel
-from tests.backends import MEMORY_AND_REDIS
+from tests.backends import MEMORY_AND_REDIS, backend_url
 from tests.wait import until
 
 POSITIONS = region_channel("overworld", 0, 0)
@@ -53,11 +53,11 @@ MakeBus = Callable[..., Awaitable[tuple[Bus, Recorder]]]
 @pytest.fixture(params=MEMORY_AND_REDIS)
 async def make_bus(request: pytest.FixtureRequest) -> AsyncIterator[MakeBus]:
     broker = MemoryBroker()
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+    url = backend_url(request)
     made: list[Bus] = []
 
     async def make(replica: str, regions: set[str] | None = None) -> tuple[Bus, Recorder]:
-        bus: Bus = RedisBus(url) if url else MemoryBus(broker)
+        bus: Bus = redis_bus(url) if url else MemoryBus(broker)
         recorder = Recorder()
         made.append(bus)
         bus.set_positions(regions)  # before start: heard from the first message on

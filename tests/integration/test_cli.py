@@ -63,14 +63,14 @@ def test_serve_refuses_a_short_secret(tmp_path: Path) -> None:
     assert done.returncode != 0 and "0-byte secret" in done.stderr
 
 
-def test_a_redis_cluster_url_is_a_clear_error_until_supported(tmp_path: Path) -> None:
-    """`redis+cluster://` (docs/scaling.md) is not built yet: say so instead of a stack trace."""
+def test_a_redis_cluster_url_without_a_port_is_a_clear_error(tmp_path: Path) -> None:
+    """A `redis+cluster://` seed node must be host:port: say so instead of a stack trace."""
     done = _gateway(
         "serve",
         "--port",
         "1",
-        env={"GATEWAY_DATA_DIR": str(tmp_path), "GATEWAY_REDIS_URL": "redis+cluster://h:1"},
+        env={"GATEWAY_DATA_DIR": str(tmp_path), "GATEWAY_REDIS_URL": "redis+cluster://h:1,h2"},
     )
     assert done.returncode == 2
-    assert "GATEWAY_REDIS_URL" in done.stderr and "redis+cluster" in done.stderr
+    assert "GATEWAY_REDIS_URL" in done.stderr and "'h2' is not host:port" in done.stderr
     assert "Traceback" not in done.stderr

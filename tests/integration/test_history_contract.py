@@ -13,7 +13,7 @@ from gateway.history import Entry, History, MemoryHistory
 from gateway.history.memory import MemoryHistoryLog
 from gateway.history.redis import RedisHistory
 from gateway.testing.redis_server import RedisServer
-from tests.backends import MEMORY_AND_REDIS
+from tests.backends import MEMORY_AND_REDIS, backend_url
 from tests.wait import until
 
 
@@ -27,7 +27,7 @@ MakeHistory = Callable[[], Awaitable[tuple[History, list[Entry]]]]
 @pytest.fixture(params=MEMORY_AND_REDIS)
 async def make_history(request: pytest.FixtureRequest) -> AsyncIterator[MakeHistory]:
     log = MemoryHistoryLog()
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+    url = backend_url(request)
     made: list[History] = []
 
     async def make() -> tuple[History, list[Entry]]:

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.pending import MemoryPendingCommands, PendingCommands
 from gateway.pending.redis import RedisPendingCommands
-from tests.backends import MEMORY_AND_REDIS
+from tests.backends import MEMORY_AND_REDIS, backend_url
 
 NOW = 1_000_000
 
@@ -18,7 +18,7 @@ NOW = 1_000_000
 async def make_pending(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[Callable[[], PendingCommands]]:
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+    url = backend_url(request)
     shared = MemoryPendingCommands()  # replicas in one process share one
     made: list[PendingCommands] = []
 
