@@ -426,6 +426,13 @@ def auth_ok(exp: int, ref: Any = None) -> Message:
     return _with_ref({"type": "auth_ok", "exp": exp}, ref)
 
 
+def job_result(kind: str, ref: Any, **fields: Any) -> Message:
+    """The answer to a `path` or `mining_plan` (`kind`: `path_result`, `mining_plan_result`)."""
+    message = _with_ref({"type": kind}, ref)
+    message.update(fields)
+    return message
+
+
 def command(command_id: str, action: str, args: dict[str, Any]) -> Message:
     return {"type": "command", "id": command_id, "action": action, "args": args}
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.protocol import MAX_COORD, MAX_Y, MIN_Y, ErrorCode, ProtocolError
+from gateway.protocol import MAX_COORD, MAX_Y, MIN_Y, ErrorCode, ProtocolError, job_result
 from gateway.workers.astar import DEFAULT_MAX_NODES, find_path
 from gateway.workers.gridcache import ByteBoundedCache
 from gateway.workers.mining import parse_mining, rank_deposits
@@ -199,11 +199,7 @@ def warm_up() -> None:
 
 
 def _failure(kind: str, ref: Any, error: str, message: str, ms: float) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": kind}
-    if ref is not None:
-        out["ref"] = ref
-    out.update(ok=False, error=error, message=message, ms=round(ms, 3))
-    return out
+    return job_result(kind, ref, ok=False, error=error, message=message, ms=round(ms, 3))
 
 
 async def _submit(
@@ -275,11 +271,7 @@ async def run_path(
         failed.update(path=[], cost=0, expanded=0)
         return failed
     assert out is not None
-    result: dict[str, Any] = {"type": "path_result"}
-    if ref is not None:
-        result["ref"] = ref
-    result.update(out)
-    return result
+    return job_result("path_result", ref, **out)
 
 
 async def run_mining_plan(
@@ -296,8 +288,4 @@ async def run_mining_plan(
         failed["plan"] = []
         return failed
     assert out is not None
-    result: dict[str, Any] = {"type": "mining_plan_result"}
-    if ref is not None:
-        result["ref"] = ref
-    result.update(ok=True, plan=out["plan"], ms=out["ms"])
-    return result
+    return job_result("mining_plan_result", ref, ok=True, plan=out["plan"], ms=out["ms"])
