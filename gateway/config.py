@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.redis_pool import CLUSTER_SCHEME, cluster_seeds
+from gateway.redis_url import CLUSTER_SCHEME, cluster_seeds
 from gateway.store.retention import parse_duration_s
 
 MIN_SECRET_BYTES = 32  # HMAC-SHA256 key: shorter is guessable (§2)

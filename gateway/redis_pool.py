@@ -19,39 +19,11 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-REDIS_POOL_MAX = 16  # connections per client (per node of a cluster)
-CLUSTER_SCHEME = "redis+cluster"
+from gateway.redis_url import cluster_parts, cluster_seeds, is_cluster_url
 
 AnyRedis = Redis | RedisCluster
 
-
-def is_cluster_url(url: str) -> bool:
-    return url.startswith(CLUSTER_SCHEME + "://")
-
-
-def cluster_seeds(url: str) -> list[tuple[str, int]]:
-    """The (host, port) seed nodes of a `redis+cluster://` URL; ValueError if it has none."""
-    _, hosts = _cluster_parts(url)
-    seeds = []
-    for item in hosts.split(","):
-        host, sep, port = item.strip().rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"{item.strip()!r} is not host:port")
-        seeds.append((host.strip("[]"), int(port)))
-    return seeds
-
-
-def node_url(cluster_url: str, host: str, port: int) -> str:
-    """A `redis://` URL for one node of the cluster, with the cluster URL's credentials."""
-    userinfo, _ = _cluster_parts(cluster_url)
-    return f"redis://{userinfo}{host}:{port}/0"
-
-
-def _cluster_parts(url: str) -> tuple[str, str]:
-    """(`user:password@` or "", "host:port,...") of a `redis+cluster://` URL."""
-    rest = url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
-    userinfo, sep, hosts = rest.rpartition("@")
-    return (userinfo + sep, hosts)
+REDIS_POOL_MAX = 16  # connections per client (per node of a cluster)
 
 
 def redis_client(url: str, *, wait_s: float | None, **kwargs: Any) -> AnyRedis:
@@ -66,7 +38,7 @@ def redis_client(url: str, *, wait_s: float | None, **kwargs: Any) -> AnyRedis:
 
 
 def _cluster_client(url: str, **kwargs: Any) -> RedisCluster:
-    userinfo, _ = _cluster_parts(url)
+    userinfo, _ = cluster_parts(url)
     username, _, password = userinfo.rstrip("@").partition(":")
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in cluster_seeds(url)],

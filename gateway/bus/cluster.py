@@ -34,7 +34,8 @@ from redis.exceptions import ClusterDownError, RedisError
 from gateway.bus.base import EVENTS
 from gateway.bus.redis import RedisBus
 from gateway.bus.region_runs import IN_USE_S, RegionRuns
-from gateway.redis_pool import AnyRedis, fail_fast_client, is_cluster_url, node_url
+from gateway.redis_pool import AnyRedis, fail_fast_client
+from gateway.redis_url import is_cluster_url, node_url
 from gateway.regions import is_positions_channel
 
 log = logging.getLogger(__name__)

@@ -69,7 +69,7 @@ async def bus_heard_again(gateway: RunningGateway, redis_up_at: float) -> float:
     """Seconds from Redis coming back until this replica heard a peer again."""
     loop = asyncio.get_running_loop()
     end = loop.time() + WAIT_S
-    while gateway.core.node.peers.last_heard_any() < redis_up_at:
+    while gateway.node.peers.last_heard_any() < redis_up_at:
         assert loop.time() < end, "the replicas never heard each other again"
         await asyncio.sleep(0.05)
     return time.monotonic() - redis_up_at
