@@ -34,6 +34,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,34 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below pid (children, their children, ...), from /proc's ppids."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):  # gone since listdir
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        found = children.get(todo.pop(), [])
+        out += found
+        todo += found
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of pid and of every live descendant (`serve --processes N`: the parent,
+    its replicas and their workers)."""
+    total = cpu_seconds(pid)
+    for child in descendants(pid):
+        with contextlib.suppress(OSError):  # exited since the walk
+            total += cpu_seconds(child)
+    return total
 
 
 def memory_kb(pid: int) -> dict[str, int]:
@@ -145,11 +174,18 @@ class RunResult:
     error: str | None = None
 
 
-def server_command(target: str, port: int, peer_dir: Path | None) -> tuple[list[str], Path]:
+def server_command(
+    target: str, port: int, peer_dir: Path | None, processes: int = 1
+) -> tuple[list[str], Path]:
+    """The server's command line and directory; `processes` > 1: `serve --processes N` (the
+    gateway only; it needs GATEWAY_REDIS_URL)."""
     if target == "peer":
         assert peer_dir is not None
         return ["node", "server.js", "--port", str(port)], peer_dir
-    return [sys.executable, "-m", "gateway", "serve", "--port", str(port)], REPO
+    cmd = [sys.executable, "-m", "gateway", "serve", "--port", str(port)]
+    if processes > 1:
+        cmd += ["--processes", str(processes)]
+    return cmd, REPO
 
 
 async def wait_healthy(proc: asyncio.subprocess.Process, base: str, deadline_s: float) -> None:
@@ -166,8 +202,19 @@ async def wait_healthy(proc: asyncio.subprocess.Process, base: str, deadline_s: 
 
 
 async def run_one(
-    args: argparse.Namespace, target: str, tick_ms: int, db_url: str | None, peer_dir: Path | None
+    args: argparse.Namespace,
+    target: str,
+    tick_ms: int,
+    db_url: str | None,
+    peer_dir: Path | None,
+    *,
+    processes: int = 1,
+    extra_env: dict[str, str] | None = None,
+    cpu: Callable[[int], float] = cpu_seconds,
 ) -> RunResult:
+    """One server, one load: figures, or `error` set. `processes`, `extra_env` (e.g.
+    GATEWAY_REDIS_URL) and `cpu` (per server pid, e.g. tree_cpu_seconds) serve
+    scripts/bench_capacity.py; `make bench` leaves them at their defaults."""
     result = RunResult(target, tick_ms)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -185,10 +232,11 @@ async def run_one(
         env["GATEWAY_DATABASE_URL"] = db_url
     else:
         env.pop("GATEWAY_DATABASE_URL", None)
+    env.update(extra_env or {})
     from gateway.auth import issue_token
 
     admin = issue_token(secret, "admin", "bench", 3600)
-    cmd, cwd = server_command(target, port, peer_dir)
+    cmd, cwd = server_command(target, port, peer_dir, processes)
     log_path = work / "server.log"
     lg_log = work / "loadgen.log"
     db = DbStats(db_url) if db_url else None
@@ -246,10 +294,10 @@ async def run_one(
                     await asyncio.sleep(IDLE_S / 2)  # idle connections, mid-way through
                     marks["rss_idle"] = memory_kb(server.pid)["VmRSS"]
                 elif kind == "go":
-                    marks["cpu0"], marks["t0"] = cpu_seconds(server.pid), time.monotonic()
+                    marks["cpu0"], marks["t0"] = cpu(server.pid), time.monotonic()
                     marks["db0"] = await db.read() if db else None
                 elif kind == "stop":
-                    marks["cpu1"], marks["t1"] = cpu_seconds(server.pid), time.monotonic()
+                    marks["cpu1"], marks["t1"] = cpu(server.pid), time.monotonic()
                     marks["db1"] = await db.read() if db else None
                     marks["mem"] = memory_kb(server.pid)
                     marks["perf1"] = await performance(base, admin)
