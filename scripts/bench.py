@@ -34,7 +34,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -397,11 +397,23 @@ def _fmt(value: Any, digits: int = 0) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def box_note(args: argparse.Namespace) -> str:
+    """Where the figures were taken: one box, its cores shared with the load generator."""
+    return (
+        f"loopback, {os.cpu_count()} cores shared with the load generator "
+        f"({args.processes} process(es))"
+    )
+
+
+def table_head(head: str, cols: list[str]) -> list[str]:
+    """A line of context, a blank line, then a markdown table's header and rule."""
+    return [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+
+
 def markdown(args: argparse.Namespace, results: list[RunResult]) -> str:
     head = (
         f"{args.bots:,} bots x {args.hz:g} Hz + {args.viewers} viewers, {args.duration:g} s, "
-        f"{args.encoding.upper()}, loopback, {os.cpu_count()} cores shared with the load "
-        f"generator ({args.processes} process(es)), database: "
+        f"{args.encoding.upper()}, {box_note(args)}, database: "
         f"{'PostgreSQL (throwaway)' if args.db == 'postgres' else 'SQLite'}"
     )
     cols = [
@@ -419,7 +431,7 @@ def markdown(args: argparse.Namespace, results: list[RunResult]) -> str:
         "RSS peak MB",
         "RSS/idle conn KB",
     ]
-    lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines = table_head(head, cols)
     for r in results:
         name = "Node.js peer" if r.target == "peer" else "gateway"
         if r.error:
@@ -499,6 +511,22 @@ async def amain(args: argparse.Namespace) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
+def add_output_arguments(p: argparse.ArgumentParser) -> None:
+    """--peer-dir, --json-out, --keep: as run_one and prepare_peer read them."""
+    p.add_argument("--peer-dir", type=Path, default=PEER_DIR)
+    p.add_argument("--json-out", help="also write every figure as JSON here")
+    p.add_argument("--keep", action="store_true", help="keep each run's temp dir (server log)")
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """main on uvloop when it is installed (as the gateway serves), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="200 bots, 20 viewers, 15 s")
@@ -511,9 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encoding", choices=("json", "msgpack"), default="json")
     p.add_argument("--processes", type=int, default=2, help="load generator processes")
     p.add_argument("--db", choices=("postgres", "sqlite"), default="postgres")
-    p.add_argument("--peer-dir", type=Path, default=PEER_DIR)
-    p.add_argument("--json-out", help="also write every figure as JSON here")
-    p.add_argument("--keep", action="store_true", help="keep each run's temp dir (server log)")
+    add_output_arguments(p)
     args = p.parse_args(argv)
     quick = args.quick
     args.bots = args.bots if args.bots is not None else (200 if quick else 1000)
@@ -525,11 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--target takes gateway and/or peer")
     if args.encoding == "msgpack" and "peer" in args.targets:
         p.error("the Node.js peer speaks JSON only")
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(amain(args))
-    return uvloop.run(amain(args))
+    return run_loop(amain(args))
 
 
 if __name__ == "__main__":
