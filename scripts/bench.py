@@ -188,15 +188,22 @@ def server_command(
     return cmd, REPO
 
 
-async def wait_healthy(proc: asyncio.subprocess.Process, base: str, deadline_s: float) -> None:
+async def wait_healthy(
+    proc: asyncio.subprocess.Process, base: str, deadline_s: float, replicas: int = 1
+) -> None:
+    """Until `replicas` distinct replicas have answered 200 (`serve --processes N`: the kernel
+    hands each new connection to one of them, so every one is up before the load starts)."""
     end = time.monotonic() + deadline_s
+    seen: set[Any] = set()
     while time.monotonic() < end:
         if proc.returncode is not None:
             raise RuntimeError(f"server exited with {proc.returncode} while starting")
         with contextlib.suppress(OSError):
-            status, _ = await asyncio.to_thread(http_json, base + "/api/health", None, 1.0)
+            status, body = await asyncio.to_thread(http_json, base + "/api/health", None, 1.0)
             if status == 200:
-                return
+                seen.add(body.get("replica") if isinstance(body, dict) else None)
+                if len(seen) >= replicas:
+                    return
         await asyncio.sleep(0.1)  # poll interval while the server starts
     raise TimeoutError(f"server not healthy within {deadline_s:.0f} s")
 
@@ -247,7 +254,7 @@ async def run_one(
             server = await asyncio.create_subprocess_exec(
                 *cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        await wait_healthy(server, base, 60)
+        await wait_healthy(server, base, 60, processes)
         if db is not None:
             await db.open()
         await asyncio.sleep(1.0)  # let start-up allocations settle before the baseline
