@@ -11,7 +11,7 @@ PORT ?= 8080
 # Node 22 that scripts/install-system-deps.sh installs when the machine's node is older.
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: run test test-fallback test-random fuzz lock token bench bench-path bench-history bench-cluster bench-regions chaos lint format demo cluster minecraft-demo clean
+.PHONY: run test test-fallback test-random fuzz lock token bench bench-capacity bench-path bench-history bench-cluster bench-regions chaos lint format demo cluster minecraft-demo clean
 
 # requirements.lock pins every package (make lock rewrites it); a dependency added to
 # pyproject.toml but not yet locked still installs, unpinned, until the next `make lock`.
@@ -80,6 +80,10 @@ minecraft-demo: $(STAMP) $(MF_MODULES)
 ## bench: load benchmark (1,000 bots x 10 Hz + 200 viewers on PostgreSQL; QUICK=1 for a short run)
 bench: $(STAMP) $(SYSDEPS) $(PEER_MODULES)
 	$(BIN)/python scripts/bench.py $(if $(QUICK),--quick,) $(BENCH_ARGS)
+
+## bench-capacity: highest updates/s at e2e p99 <= 550 ms: 1 process, 2 (+ Redis), Node.js peer
+bench-capacity: $(STAMP) $(SYSDEPS) $(PEER_MODULES)
+	$(BIN)/python scripts/bench_capacity.py $(BENCH_ARGS)
 
 ## bench-path: pathfinding throughput and event-loop lag; world model ingest and visibility
 bench-path: $(STAMP)

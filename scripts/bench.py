@@ -34,9 +34,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from gateway.testing.proctree import descendants
 
 REPO = Path(__file__).resolve().parents[1]
 LOADGEN = REPO / "scripts" / "loadgen.py"
@@ -67,6 +70,16 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of pid and of every live descendant (`serve --processes N`: the parent,
+    its replicas and their workers)."""
+    total = cpu_seconds(pid)
+    for child in descendants(pid):
+        with contextlib.suppress(OSError):  # exited since the walk
+            total += cpu_seconds(child)
+    return total
 
 
 def memory_kb(pid: int) -> dict[str, int]:
@@ -145,29 +158,54 @@ class RunResult:
     error: str | None = None
 
 
-def server_command(target: str, port: int, peer_dir: Path | None) -> tuple[list[str], Path]:
+def server_command(
+    target: str, port: int, peer_dir: Path | None, processes: int = 1
+) -> tuple[list[str], Path]:
+    """The server's command line and directory; `processes` > 1: `serve --processes N` (the
+    gateway only; it needs GATEWAY_REDIS_URL)."""
     if target == "peer":
         assert peer_dir is not None
         return ["node", "server.js", "--port", str(port)], peer_dir
-    return [sys.executable, "-m", "gateway", "serve", "--port", str(port)], REPO
+    cmd = [sys.executable, "-m", "gateway", "serve", "--port", str(port)]
+    if processes > 1:
+        cmd += ["--processes", str(processes)]
+    return cmd, REPO
 
 
-async def wait_healthy(proc: asyncio.subprocess.Process, base: str, deadline_s: float) -> None:
+async def wait_healthy(
+    proc: asyncio.subprocess.Process, base: str, deadline_s: float, replicas: int = 1
+) -> None:
+    """Until `replicas` distinct replicas have answered 200 (`serve --processes N`: the kernel
+    hands each new connection to one of them, so every one is up before the load starts)."""
     end = time.monotonic() + deadline_s
+    seen: set[Any] = set()
     while time.monotonic() < end:
         if proc.returncode is not None:
             raise RuntimeError(f"server exited with {proc.returncode} while starting")
         with contextlib.suppress(OSError):
-            status, _ = await asyncio.to_thread(http_json, base + "/api/health", None, 1.0)
+            status, body = await asyncio.to_thread(http_json, base + "/api/health", None, 1.0)
             if status == 200:
-                return
+                seen.add(body.get("replica") if isinstance(body, dict) else None)
+                if len(seen) >= replicas:
+                    return
         await asyncio.sleep(0.1)  # poll interval while the server starts
     raise TimeoutError(f"server not healthy within {deadline_s:.0f} s")
 
 
 async def run_one(
-    args: argparse.Namespace, target: str, tick_ms: int, db_url: str | None, peer_dir: Path | None
+    args: argparse.Namespace,
+    target: str,
+    tick_ms: int,
+    db_url: str | None,
+    peer_dir: Path | None,
+    *,
+    processes: int = 1,
+    extra_env: dict[str, str] | None = None,
+    cpu: Callable[[int], float] = cpu_seconds,
 ) -> RunResult:
+    """One server, one load: figures, or `error` set. `processes`, `extra_env` (e.g.
+    GATEWAY_REDIS_URL) and `cpu` (per server pid, e.g. tree_cpu_seconds) serve
+    scripts/bench_capacity.py; `make bench` leaves them at their defaults."""
     result = RunResult(target, tick_ms)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -185,10 +223,11 @@ async def run_one(
         env["GATEWAY_DATABASE_URL"] = db_url
     else:
         env.pop("GATEWAY_DATABASE_URL", None)
+    env.update(extra_env or {})
     from gateway.auth import issue_token
 
     admin = issue_token(secret, "admin", "bench", 3600)
-    cmd, cwd = server_command(target, port, peer_dir)
+    cmd, cwd = server_command(target, port, peer_dir, processes)
     log_path = work / "server.log"
     lg_log = work / "loadgen.log"
     db = DbStats(db_url) if db_url else None
@@ -199,7 +238,7 @@ async def run_one(
             server = await asyncio.create_subprocess_exec(
                 *cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        await wait_healthy(server, base, 60)
+        await wait_healthy(server, base, 60, processes)
         if db is not None:
             await db.open()
         await asyncio.sleep(1.0)  # let start-up allocations settle before the baseline
@@ -246,10 +285,10 @@ async def run_one(
                     await asyncio.sleep(IDLE_S / 2)  # idle connections, mid-way through
                     marks["rss_idle"] = memory_kb(server.pid)["VmRSS"]
                 elif kind == "go":
-                    marks["cpu0"], marks["t0"] = cpu_seconds(server.pid), time.monotonic()
+                    marks["cpu0"], marks["t0"] = cpu(server.pid), time.monotonic()
                     marks["db0"] = await db.read() if db else None
                 elif kind == "stop":
-                    marks["cpu1"], marks["t1"] = cpu_seconds(server.pid), time.monotonic()
+                    marks["cpu1"], marks["t1"] = cpu(server.pid), time.monotonic()
                     marks["db1"] = await db.read() if db else None
                     marks["mem"] = memory_kb(server.pid)
                     marks["perf1"] = await performance(base, admin)
@@ -349,11 +388,23 @@ def _fmt(value: Any, digits: int = 0) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def box_note(args: argparse.Namespace) -> str:
+    """Where the figures were taken: one box, its cores shared with the load generator."""
+    return (
+        f"loopback, {os.cpu_count()} cores shared with the load generator "
+        f"({args.processes} process(es))"
+    )
+
+
+def table_head(head: str, cols: list[str]) -> list[str]:
+    """A line of context, a blank line, then a markdown table's header and rule."""
+    return [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+
+
 def markdown(args: argparse.Namespace, results: list[RunResult]) -> str:
     head = (
         f"{args.bots:,} bots x {args.hz:g} Hz + {args.viewers} viewers, {args.duration:g} s, "
-        f"{args.encoding.upper()}, loopback, {os.cpu_count()} cores shared with the load "
-        f"generator ({args.processes} process(es)), database: "
+        f"{args.encoding.upper()}, {box_note(args)}, database: "
         f"{'PostgreSQL (throwaway)' if args.db == 'postgres' else 'SQLite'}"
     )
     cols = [
@@ -371,7 +422,7 @@ def markdown(args: argparse.Namespace, results: list[RunResult]) -> str:
         "RSS peak MB",
         "RSS/idle conn KB",
     ]
-    lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines = table_head(head, cols)
     for r in results:
         name = "Node.js peer" if r.target == "peer" else "gateway"
         if r.error:
@@ -451,6 +502,22 @@ async def amain(args: argparse.Namespace) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
+def add_output_arguments(p: argparse.ArgumentParser) -> None:
+    """--peer-dir, --json-out, --keep: as run_one and prepare_peer read them."""
+    p.add_argument("--peer-dir", type=Path, default=PEER_DIR)
+    p.add_argument("--json-out", help="also write every figure as JSON here")
+    p.add_argument("--keep", action="store_true", help="keep each run's temp dir (server log)")
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """main on uvloop when it is installed (as the gateway serves), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="200 bots, 20 viewers, 15 s")
@@ -463,9 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encoding", choices=("json", "msgpack"), default="json")
     p.add_argument("--processes", type=int, default=2, help="load generator processes")
     p.add_argument("--db", choices=("postgres", "sqlite"), default="postgres")
-    p.add_argument("--peer-dir", type=Path, default=PEER_DIR)
-    p.add_argument("--json-out", help="also write every figure as JSON here")
-    p.add_argument("--keep", action="store_true", help="keep each run's temp dir (server log)")
+    add_output_arguments(p)
     args = p.parse_args(argv)
     quick = args.quick
     args.bots = args.bots if args.bots is not None else (200 if quick else 1000)
@@ -477,11 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--target takes gateway and/or peer")
     if args.encoding == "msgpack" and "peer" in args.targets:
         p.error("the Node.js peer speaks JSON only")
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(amain(args))
-    return uvloop.run(amain(args))
+    return run_loop(amain(args))
 
 
 if __name__ == "__main__":

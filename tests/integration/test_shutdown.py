@@ -13,6 +13,7 @@ import pytest
 
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
+from gateway.testing.proctree import descendants
 from tests.harness import GatewayProcess, Peer, token
 
 BOTS = 20
@@ -129,23 +130,6 @@ async def test_sigkill_loses_no_accepted_metric(
         proc.kill()
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid` (the worker pool's processes and their helpers)."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # exited meanwhile
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        found += children
-        todo += children
-    return found
-
-
 def _signal_all(pids: list[int], sig: signal.Signals) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -171,7 +155,7 @@ async def test_sigterm_answers_a_path_request_in_flight(tmp_path: Path) -> None:
         await bot.send({**PATH_REQUEST, "ref": "warm-up"})  # the pool is up and compiled
         warm = await bot.recv_until(lambda m: m.get("ref") == "warm-up", timeout=120)
         assert warm["type"] == "path_result", warm
-        workers = _descendants(proc.proc.pid)
+        workers = descendants(proc.proc.pid)  # the worker pool's processes
         _signal_all(workers, signal.SIGSTOP)  # the next request cannot finish yet
         await bot.send({**PATH_REQUEST, "ref": "in-flight"})
         await bot.roundtrip()  # the request was read: its job is running
