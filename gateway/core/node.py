@@ -165,6 +165,9 @@ class Node:
         self.live: dict[str, PositionUpdate] = {}
         self.heard_regions: set[str] | None = set()  # region channels heard; None: all
         self.hub.on_views_changed = self.update_regions
+        # Remote windows heard this turn of the loop, by cut, shown together (_show_remote).
+        self._remote: dict[int, dict[str, PositionUpdate]] = {}
+        self._remote_flush_due = False
         self._live_ts: dict[str, int] = {}  # ms of the frame that set `live[npc]`: order guard
         self.recent_status: dict[str, str] = {}  # statuses seen on any replica since start
         self.peers = PeerWatch(silence_s=PEER_SILENCE_S)
@@ -635,6 +638,8 @@ class Node:
             log.exception("bad bus message on %s", channel)
 
     def _dispatch(self, sender: str, message: Message) -> None:
+        if self._remote and type(message) is not PositionsWindow:
+            self._show_remote()  # positions heard before an event reach viewers before it
         match message:
             case PositionsWindow(ts, rows):
                 self._apply_remote_window(ts, rows)
@@ -650,12 +655,20 @@ class Node:
                 self._apply_event(sender, message)
 
     def _apply_remote_window(self, ts: int, rows: Sequence[PositionRow]) -> None:
-        """Another replica's window: merged into our viewers' view unless it is older than what
-        they already have for an NPC (a bot that moved between replicas: never go backwards)."""
+        """Another replica's window for one region: merged into our viewers' view unless it is
+        older than what they already have for an NPC (a bot that moved between replicas:
+        never go backwards).
+
+        A replica publishes one message per region per tick and Redis hands them over
+        together: they are gathered until this turn of the event loop ends and go to the
+        viewers as one frame per cut, and an NPC that crossed a border (sent to both
+        regions) is in it once."""
         seen = self._live_ts
-        window: dict[str, PositionUpdate] = {}
+        window = self._remote.get(ts)
+        if window is None:
+            window = self._remote[ts] = {}
         for npc, x, y, z, yaw, pitch, dim in rows:
-            if seen.get(npc, 0) <= ts:
+            if seen.get(npc, 0) < ts or npc in window:
                 window[npc] = {
                     "id": npc,
                     "x": x,
@@ -666,7 +679,17 @@ class Node:
                     "dim": dim,
                 }
                 seen[npc] = ts
-        if window:
+        if not self._remote_flush_due:
+            self._remote_flush_due = True
+            asyncio.get_running_loop().call_soon(self._show_remote)
+
+    def _show_remote(self) -> None:
+        """The remote windows gathered this turn, one frame per cut."""
+        self._remote_flush_due = False
+        gathered, self._remote = self._remote, {}
+        for ts, window in gathered.items():
+            if not window:
+                continue
             self.hub.broadcast_positions(window, ts, self.live)
             self.live.update(window)
             if self._forgotten:
