@@ -39,6 +39,7 @@ class Hub:
         self.telemetry = telemetry or Telemetry()
         self.tasks = tasks or TaskOwner("hub")  # the closes it starts
         self.bots: dict[str, BotLink] = {}
+        self.connections_closed = 0  # bots and viewers gone since start (the GC's cue)
         self.viewers: set[ViewerLink] = set()
         self.stall_timeout_s = stall_timeout_s
         self.frames_broadcast = 0
@@ -61,6 +62,7 @@ class Hub:
         self._closing_slow.discard(link)
         if self.bots.get(link.npc_id) is link:
             del self.bots[link.npc_id]
+            self.connections_closed += 1
             return True
         return False
 
@@ -73,6 +75,7 @@ class Hub:
     def remove_viewer(self, viewer: ViewerLink) -> None:
         if viewer in self.viewers:
             self.viewers.discard(viewer)
+            self.connections_closed += 1
             self.views_changed()
 
     def views_changed(self) -> None:
