@@ -4,6 +4,8 @@ worker processes and, where a client would see it, over real sockets."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,7 +60,7 @@ async def test_in_flight_limit_per_owner(make_pool: Callable[..., Any], tmp_path
 
 
 def slow_world() -> dict[str, Any]:
-    """A 1M-cell floor with the goal walled off: the search expands it all (~1 s of work)."""
+    """A 1M-cell floor with the goal walled off: the search expands it all (under a second)."""
     from gateway.workers.world import encode_bitset
 
     size = (1024, 1, 1024)
@@ -84,8 +86,18 @@ async def test_one_token_cannot_fill_the_pool_over_rest(tmp_path: Path) -> None:
             }
             first = spawn(greedy.call("POST", "/api/pathfind", body))
             pool = gw.node.worker_pool
+            assert pool is not None
             await until(lambda: pool.stats()["busyWorkers"] == 1, "the search to run")
-            status, answer = await greedy.call("POST", "/api/pathfind", body)
+            # Held still, so that it is surely in flight when the second request comes (a
+            # fast machine finished it first).
+            searching = pool.busy_pids()
+            for pid in searching:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                status, answer = await greedy.call("POST", "/api/pathfind", body)
+            finally:
+                for pid in searching:
+                    os.kill(pid, signal.SIGCONT)
             assert status == 429 and answer["error"]["code"] == "rate_limited"
             small = {"start": [0, 1, 0], "goal": [0, 1, 0], "world": {"solid": [[0, 0, 0]]}}
             status, answer = await polite.call("POST", "/api/pathfind", small)
