@@ -38,6 +38,10 @@ class Bus(Protocol):
 
     def publish(self, channel: str, payload: bytes) -> None: ...
 
+    def alone(self) -> bool:
+        """True when no other replica can hear this bus now (an in-process bus with nobody
+        else attached): the node then skips publishing its positions, the bulk of its traffic."""
+
     def set_positions(self, channels: set[str] | None) -> None:
         """Hear these region channels from now on (None: every region). Never awaits; the
         backend changes its subscriptions in the background and keeps them across reconnects."""

@@ -15,6 +15,7 @@ class MemoryBroker:
     def __init__(self) -> None:
         self._subscribers: dict[str, list[MemoryBus]] = {}
         self._all_positions: list[MemoryBus] = []  # hear every region channel
+        self.buses: set[MemoryBus] = set()  # started and not closed
 
     def attach(self, bus: MemoryBus, channels: list[str]) -> None:
         for channel in channels:
@@ -61,10 +62,15 @@ class MemoryBus:
         self._handler = handler
         self._loop = asyncio.get_running_loop()
         self._broker.attach(self, [EVENTS, WORLD, command_channel(replica)])
+        self._broker.buses.add(self)
 
     async def close(self) -> None:
         self._broker.detach(self)
+        self._broker.buses.discard(self)
         self._handler = None
+
+    def alone(self) -> bool:
+        return self._broker.buses <= {self}
 
     def publish(self, channel: str, payload: bytes) -> None:
         self.published += 1

@@ -118,6 +118,9 @@ class RedisBus:
         self._queue.append((channel, payload))
         self._wakeup.set()
 
+    def alone(self) -> bool:
+        return False  # replicas may be listening on Redis whenever
+
     def set_positions(self, channels: set[str] | None) -> None:
         self._wanted = None if channels is None else set(channels)
         self._regions_changed.set()

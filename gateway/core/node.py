@@ -170,6 +170,7 @@ class Node:
         # Remote windows heard this turn of the loop, by cut, shown together (_show_remote).
         self._remote: dict[int, dict[str, PositionUpdate]] = {}
         self._remote_flush_due = False
+        self.windows_published = 0  # region messages sent to the other replicas
         self._live_ts: dict[str, int] = {}  # ms of the frame that set `live[npc]`: order guard
         self.recent_status: dict[str, str] = {}  # statuses seen on any replica since start
         self.peers = PeerWatch(silence_s=PEER_SILENCE_S)
@@ -474,7 +475,8 @@ class Node:
         if self._forgotten:
             self._forgotten.difference_update(window)
         self._live_ts.update(dict.fromkeys(window, ts))
-        self._publish_regions(window, previous, ts)
+        if not self.bus.alone():  # one replica on its in-process bus: nobody to tell
+            self._publish_regions(window, previous, ts)
 
     def _publish_regions(
         self, window: dict[str, PositionUpdate], previous: dict[str, PositionUpdate], ts: int
@@ -500,6 +502,7 @@ class Node:
         for (dim, rx, rz), rows in by_region.items():
             channel = f"{POSITIONS_PREFIX}{dim}:{int(rx)}:{int(rz)}"
             self._publish(channel, PositionsWindow(ts=ts, rows=rows))
+        self.windows_published += len(by_region)
 
     def update_regions(self) -> None:
         """Hear the regions this replica's viewers watch (all of them while one has no
@@ -516,12 +519,14 @@ class Node:
                 self._forgotten.add(npc)
 
     def region_stats(self) -> dict[str, Any]:
-        """`regions`: region channels heard; `allRegions`: every region is (docs/scaling.md); and
+        """`regions`: region channels heard; `allRegions`: every region is (docs/scaling.md);
+        `windowsPublished`: region messages sent (none while alone on an in-process bus); and
         `rejected`: payloads that were not a message (next to the bus backend's figures)."""
         heard = self.heard_regions
         return {
             "regions": 0 if heard is None else len(heard),
             "allRegions": heard is None,
+            "windowsPublished": self.windows_published,
             "rejected": self.bus_rejected,
         }
 

@@ -52,3 +52,23 @@ async def test_a_remote_cut_is_one_frame_with_each_npc_once(tmp_path: Path) -> N
         updates = await next_frame_then_nothing(viewer)
         assert sorted(u["id"] for u in updates) == ["east", "west"]
         assert [u["x"] for u in updates if u["id"] == "west"] == [REGION_BLOCKS + 20.0]
+
+
+async def test_a_replica_alone_on_its_bus_publishes_no_positions(tmp_path: Path) -> None:
+    """One replica on the in-process bus: nobody can hear its windows, so none are encoded
+    and sent (a second replica attached makes it publish again)."""
+    broker = MemoryBroker()
+    here = gateway_settings(tmp_path / "a", tick_ms=HOUR_MS)
+    async with running_gateway(here, broker) as a:
+        viewer, _ = await a.viewer()
+        walker = await a.bot("walker")
+        await move(walker, 10.0)
+        a.node.tick()
+        assert [u["id"] for u in await next_frame_then_nothing(viewer)] == ["walker"]
+        assert a.node.windows_published == 0
+        there = dataclasses.replace(here, data_dir=tmp_path / "b", replica_id="there")
+        async with running_gateway(there, broker):
+            await move(walker, 11.0)
+            a.node.tick()
+            await next_frame_then_nothing(viewer)
+            assert a.node.windows_published == 1
