@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -15,6 +16,7 @@ from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 from gateway.testing.proctree import descendants
 from tests.harness import GatewayProcess, Peer, token
+from tests.wait import until
 
 BOTS = 20
 METRICS_PER_BOT = 30
@@ -112,16 +114,17 @@ async def test_sigkill_loses_no_accepted_metric(
         proc.start()  # the same data directory: the journal is read at start
         headers = {"Authorization": f"Bearer {token('admin', 'ops')}"}
         url = f"{proc.http}/api/metrics?name=kept&limit=1000"
-        deadline = asyncio.get_running_loop().time() + 30
+        metrics: list[dict[str, Any]] = []
         async with aiohttp.ClientSession(headers=headers) as http:
-            while True:
+
+            async def all_stored() -> bool:
+                nonlocal metrics
                 async with http.get(url) as response:
                     assert response.status == 200, await response.text()
                     metrics = (await response.json())["metrics"]
-                if len(metrics) >= BOTS * METRICS_PER_BOT:
-                    break
-                assert asyncio.get_running_loop().time() < deadline, len(metrics)
-                await asyncio.sleep(0.2)  # the poll's pace; the deadline decides
+                return len(metrics) >= BOTS * METRICS_PER_BOT
+
+            await until(all_stored, "the journaled rows to be written", 30, interval_s=0.2)
         got = sorted((m["npc"], m["value"]) for m in metrics)
         assert got == sorted(
             (f"k{i}", float(step)) for i in range(BOTS) for step in range(METRICS_PER_BOT)
@@ -161,17 +164,16 @@ async def test_sigterm_answers_a_path_request_in_flight(tmp_path: Path) -> None:
         await bot.roundtrip()  # the request was read: its job is running
         proc.proc.send_signal(signal.SIGTERM)
         async with aiohttp.ClientSession() as http:
-            deadline = asyncio.get_running_loop().time() + 10
-            while True:  # until the replica is draining (or gone), then let the workers go
+
+            async def draining_or_gone() -> bool:
                 try:
                     async with http.get(f"{proc.http}/api/health") as response:
-                        if response.status == 503:
-                            break
+                        return response.status == 503
                 except aiohttp.ClientConnectionError:
-                    break
-                assert asyncio.get_running_loop().time() < deadline
-                await asyncio.sleep(0.02)  # the poll's pace
-        _signal_all(workers, signal.SIGCONT)
+                    return True
+
+            await until(draining_or_gone, "the replica to drain", 10, interval_s=0.02)
+        _signal_all(workers, signal.SIGCONT)  # now the workers may finish
         answer = await bot.recv_until(lambda m: m.get("ref") == "in-flight", timeout=30)
         assert answer["type"] == "path_result" and answer["ok"] is True, answer
         assert await bot.closed_with() == 1001
