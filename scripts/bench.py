@@ -287,6 +287,7 @@ async def run_one(
                 elif kind == "go":
                     marks["cpu0"], marks["t0"] = cpu(server.pid), time.monotonic()
                     marks["db0"] = await db.read() if db else None
+                    marks["perf0"] = await performance(base, admin)
                 elif kind == "stop":
                     marks["cpu1"], marks["t1"] = cpu(server.pid), time.monotonic()
                     marks["db1"] = await db.read() if db else None
@@ -355,8 +356,28 @@ def figures(load: dict[str, Any], marks: dict[str, Any], rss_base: int) -> dict[
     tick = perf.get("tick") if isinstance(perf, dict) else None
     if isinstance(tick, dict) and isinstance(tick.get("latenessMs"), dict):
         out["tick_lateness_ms"] = tick["latenessMs"]
+    gc_window = gc_during(marks.get("perf0") or {}, perf)
+    if gc_window:
+        out["gc"] = gc_window
     out["server_performance"] = perf
     return out
+
+
+def gc_during(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any] | None:
+    """The gateway's garbage collections while the load ran (`process.gc.pauses` before and
+    after): collections per generation, their pause time, pauses of 5 ms or more; the longest
+    pause is since start-up (connections included)."""
+    try:
+        p0, p1 = before["process"]["gc"]["pauses"], after["process"]["gc"]["pauses"]
+    except (KeyError, TypeError):
+        return None  # the peer, or a gateway without the figures
+    gens = [f"gen{g}" for g in range(3)]
+    return {
+        "collections": [p1[g]["collections"] - p0[g]["collections"] for g in gens],
+        "pause_ms": round(sum(p1[g]["totalMs"] - p0[g]["totalMs"] for g in gens), 1),
+        "slow_pauses": p1["slow"] - p0["slow"],
+        "max_pause_ms_since_start": max(p1[g]["maxMs"] for g in gens),
+    }
 
 
 # -- the Node.js peer ----------------------------------------------------------------------------
@@ -417,6 +438,7 @@ def markdown(args: argparse.Namespace, results: list[RunResult]) -> str:
         "final pos delivered",
         "DB writes/s",
         "tick lateness p99 ms",
+        "GC pauses ≥ 5 ms",
         "CPU %",
         "CPU µs/update",
         "RSS peak MB",
@@ -447,6 +469,7 @@ def markdown(args: argparse.Namespace, results: list[RunResult]) -> str:
                     "-" if final is None else f"{100 * final:.1f} %",
                     _fmt(f.get("db_write_statements_per_s"), 1),
                     _fmt(tick.get("p99"), 1),
+                    _fmt((f.get("gc") or {}).get("slow_pauses")),
                     _fmt(f["cpu_percent"], 0),
                     _fmt(f["cpu_us_per_update"], 1),
                     _fmt(f["rss_peak_mb"], 0),
@@ -459,7 +482,9 @@ def markdown(args: argparse.Namespace, results: list[RunResult]) -> str:
         "",
         "DB writes/s: calls of INSERT/UPDATE statements on the NPC tables per second, from "
         "pg_stat_statements. e2e latency: bot send → viewer receipt, for the updates viewers "
-        "saw. CPU and RSS: the server process only (/proc). Load generator CPU % per process: "
+        "saw. GC pauses: the gateway's cyclic-collector pauses of 5 ms or more while the load "
+        "ran (gc.callbacks). CPU and RSS: the server process only (/proc). Load generator CPU "
+        "% per process: "
         + "; ".join(
             f"{'peer' if r.target == 'peer' else 'gateway'}@{r.tick_ms}: "
             + ", ".join(_fmt(c, 0) for c in r.figures.get("loadgen_cpu_percent", []))

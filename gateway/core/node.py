@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from gateway import protocol
+from gateway import gc_pauses, protocol
 from gateway.breaker import (
     BREAKER_NAMES,
     DATABASE_BREAKER,
@@ -208,6 +208,7 @@ class Node:
         self.ticker = Ticker(settings.tick_ms / 1000, self.tick) if not self.passthrough else None
         self._gc_full_collections = 0
         self._gc_last_pause_s = 0.0
+        self._gc_pauses = gc_pauses.install()
         self.state = "starting"  # -> "ok" -> "draining"
         self._drained: asyncio.Future[None] | None = None
         self.worker_pool = worker_pool  # None: this build has no pathfinding
@@ -312,6 +313,7 @@ class Node:
             "fullCollections": self._gc_full_collections,
             "lastFullPauseMs": round(self._gc_last_pause_s * 1000, 2),
             "everyS": self.settings.gc_full_every_s,
+            "pauses": self._gc_pauses.stats(),
         }
 
     async def _retention_loop(self) -> None:
