@@ -131,7 +131,8 @@ def _ref(msg: dict[str, Any]) -> Any:
     raise ProtocolError(ErrorCode.BAD_MESSAGE, "ref must be a string (≤128) or an integer")
 
 
-def _number(msg: dict[str, Any], key: str, ref: Any) -> float:
+def _number(msg: dict[str, Any], key: str, ref: Any, *, keep_int: bool = False) -> float:
+    """A finite number (never a bool); an integer comes back as a float unless `keep_int`."""
     value = msg.get(key)
     # `type(...) in` rejects bool (a subclass of int) and every other look-alike.
     if type(value) is float:
@@ -139,14 +140,10 @@ def _number(msg: dict[str, Any], key: str, ref: Any) -> float:
             return value
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{key} must be finite", ref)
     if type(value) is int:
-        return float(value)
+        return value if keep_int else float(value)
     if value is None:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{key} is required (a number)", ref)
     raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{key} must be a number", ref)
-
-
-def _optional_number(msg: dict[str, Any], key: str, ref: Any, default: float) -> float:
-    return default if msg.get(key) is None else _number(msg, key, ref)
 
 
 def _string(msg: dict[str, Any], key: str, ref: Any, max_len: int) -> str:
@@ -165,23 +162,28 @@ def clean_text(value: Any, max_len: int) -> bool:
 
 
 def parse_position(msg: dict[str, Any], npc_id: str, ref: Any) -> PositionUpdate:
-    """The validated update of a `pos` message (the hot path: most frames are these)."""
+    """The validated update of a `pos` message (the hot path: most frames are these).
+
+    Numbers stay as the bot sent them: an integer is not widened to a float, so viewers get
+    `64`, not `64.0` (fewer bytes to send and to parse, and what JavaScript bots send for any
+    whole number)."""
     x, y, z = msg.get("x"), msg.get("y"), msg.get("z")
     yaw, pitch, dim = msg.get("yaw", 0.0), msg.get("pitch", 0.0), msg.get("dim", DEFAULT_DIM)
-    # Fast path for the common shape: all floats in range. NaN fails every comparison and
-    # `v - v == 0.0` fails for inf and NaN, so anything unusual takes the checked path below.
+    # Fast path for the common shape: numbers in range. `type(v) in _NUMBERS` rejects bool;
+    # NaN fails every comparison and `v - v == 0` fails for inf and NaN, so anything unusual
+    # takes the checked path below.
     if (
-        type(x) is float
-        and type(y) is float
-        and type(z) is float
-        and type(yaw) is float
-        and type(pitch) is float
+        type(x) in _NUMBERS
+        and type(y) in _NUMBERS
+        and type(z) in _NUMBERS
+        and type(yaw) in _NUMBERS
+        and type(pitch) in _NUMBERS
         and type(dim) is str
         and -MAX_COORD <= x <= MAX_COORD
         and -MAX_COORD <= z <= MAX_COORD
         and MIN_Y <= y <= MAX_Y
-        and yaw - yaw == 0.0
-        and pitch - pitch == 0.0
+        and yaw - yaw == 0
+        and pitch - pitch == 0
         and 0 < len(dim) <= MAX_DIM
         and "\x00" not in dim
     ):
@@ -189,10 +191,13 @@ def parse_position(msg: dict[str, Any], npc_id: str, ref: Any) -> PositionUpdate
     return _parse_position_checked(msg, npc_id, ref)
 
 
+_NUMBERS = (float, int)
+
+
 def _parse_position_checked(msg: dict[str, Any], npc_id: str, ref: Any) -> PositionUpdate:
-    x = _number(msg, "x", ref)
-    y = _number(msg, "y", ref)
-    z = _number(msg, "z", ref)
+    x = _number(msg, "x", ref, keep_int=True)
+    y = _number(msg, "y", ref, keep_int=True)
+    z = _number(msg, "z", ref, keep_int=True)
     if not (-MAX_COORD <= x <= MAX_COORD and -MAX_COORD <= z <= MAX_COORD and MIN_Y <= y <= MAX_Y):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "position out of the world's range", ref)
     dim = msg.get("dim")
@@ -200,13 +205,14 @@ def _parse_position_checked(msg: dict[str, Any], npc_id: str, ref: Any) -> Posit
         dim = DEFAULT_DIM
     elif not clean_text(dim, MAX_DIM):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"dim must be a string of 1-{MAX_DIM}", ref)
+    yaw, pitch = msg.get("yaw"), msg.get("pitch")
     return {
         "id": npc_id,
         "x": x,
         "y": y,
         "z": z,
-        "yaw": _optional_number(msg, "yaw", ref, 0.0),
-        "pitch": _optional_number(msg, "pitch", ref, 0.0),
+        "yaw": 0.0 if yaw is None else _number(msg, "yaw", ref, keep_int=True),
+        "pitch": 0.0 if pitch is None else _number(msg, "pitch", ref, keep_int=True),
         "dim": dim,
     }
 

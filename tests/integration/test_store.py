@@ -184,6 +184,16 @@ async def test_write_positions_stores_latest(store: Store) -> None:
     await store.write_positions([])
 
 
+async def test_write_positions_takes_whole_numbers_as_bots_send_them(store: Store) -> None:
+    """Positions keep a bot's integers (parse_position does not widen them): stored all the same."""
+    await store.create_npc("p2", "P", "miner", "online")
+    update = {"id": "p2", "x": 12, "y": 64, "z": -3, "yaw": 90, "pitch": 0, "dim": "overworld"}
+    await store.write_positions([update])  # type: ignore[list-item]
+    after = await store.get_npc("p2")
+    assert after is not None
+    assert (after["x"], after["y"], after["z"], after["yaw"], after["pitch"]) == (12, 64, -3, 90, 0)
+
+
 async def test_write_positions_batch_of_1000(store: Store) -> None:
     ids = [f"bot{i:04d}" for i in range(1000)]
     for npc_id in ids:

@@ -130,6 +130,16 @@ def test_position_defaults_and_ranges() -> None:
         assert err.value.code is ErrorCode.BAD_MESSAGE and err.value.ref == "r"
 
 
+def test_a_position_keeps_the_numbers_the_bot_sent() -> None:
+    """Whole numbers stay integers on the way to viewers: `64`, not `64.0`."""
+    pos = parse_position({"x": 12.5, "y": 64, "z": -3, "yaw": 90, "pitch": 0.0}, "a", None)
+    assert [type(pos[k]) for k in ("x", "y", "z", "yaw", "pitch")] == [float, int, int, int, float]
+    frame = positions_frame({"a": pos}, 1, Encoding.JSON)
+    assert b'"y":64,"z":-3,"yaw":90,"pitch":0.0' in frame
+    with pytest.raises(ProtocolError):
+        parse_position({"x": 1, "y": True, "z": 3}, "a", None)
+
+
 def test_status_metric_event_rules() -> None:
     assert parse_status({"status": "mining_2"}, None) == "mining_2"
     with pytest.raises(ProtocolError):
@@ -200,8 +210,8 @@ def test_valid_positions_survive_both_encodings(msg: dict[str, Any]) -> None:
     st.fixed_dictionaries(
         {k: st.floats() | st.integers(-(2**40), 2**40) for k in ("x", "y", "z")},
         optional={
-            "yaw": st.floats(),
-            "pitch": st.floats(),
+            "yaw": st.floats() | st.integers(-(2**63), 2**64 - 1) | st.booleans() | st.none(),
+            "pitch": st.floats() | st.integers() | st.booleans(),
             "dim": st.text(max_size=70) | st.none(),
         },
     )
@@ -211,9 +221,10 @@ def test_fast_and_checked_position_paths_agree(msg: dict[str, Any]) -> None:
 
     def outcome(fn: Any) -> Any:
         try:
-            return fn(msg, "n", None)
+            update = fn(msg, "n", None)
         except ProtocolError as err:
             return err.code
+        return {key: (type(value), value) for key, value in update.items()}  # 1 is not 1.0
 
     assert outcome(parse_position) == outcome(_parse_position_checked)
 
