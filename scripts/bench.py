@@ -333,6 +333,7 @@ def figures(load: dict[str, Any], marks: dict[str, Any], rss_base: int) -> dict[
         "updates_applied_per_s": load["updates_applied_per_s"],
         "updates_applied_per_viewer_per_s": load["updates_applied_per_viewer_per_s"],
         "latency_ms": load["latency_ms"],
+        "delivery_ms": load.get("delivery_ms"),
         "frames_per_viewer_per_s": load["frames_per_viewer_per_s"],
         "final_delivered": load["final_delivered"],
         "out_of_order": load["out_of_order"],
@@ -434,6 +435,7 @@ def markdown(args: argparse.Namespace, results: list[RunResult]) -> str:
         "updates/s sent",
         "applied/s per viewer",
         "e2e p50 / p95 / p99 ms",
+        "cut → viewer p50 / p99 ms",
         "frames/viewer/s",
         "final pos delivered",
         "DB writes/s",
@@ -454,6 +456,7 @@ def markdown(args: argparse.Namespace, results: list[RunResult]) -> str:
             continue
         f = r.figures
         lat = f["latency_ms"]
+        cut = f.get("delivery_ms") or {}
         tick = f.get("tick_lateness_ms") or {}
         final = f["final_delivered"]
         lines.append(
@@ -465,6 +468,7 @@ def markdown(args: argparse.Namespace, results: list[RunResult]) -> str:
                     _fmt(f["updates_sent_per_s"]),
                     _fmt(f["updates_applied_per_viewer_per_s"]),
                     f"{_fmt(lat['p50'], 1)} / {_fmt(lat['p95'], 1)} / {_fmt(lat['p99'], 1)}",
+                    f"{_fmt(cut.get('p50'), 1)} / {_fmt(cut.get('p99'), 1)}",
                     _fmt(f["frames_per_viewer_per_s"], 1),
                     "-" if final is None else f"{100 * final:.1f} %",
                     _fmt(f.get("db_write_statements_per_s"), 1),
@@ -482,7 +486,8 @@ def markdown(args: argparse.Namespace, results: list[RunResult]) -> str:
         "",
         "DB writes/s: calls of INSERT/UPDATE statements on the NPC tables per second, from "
         "pg_stat_statements. e2e latency: bot send → viewer receipt, for the updates viewers "
-        "saw. GC pauses: the gateway's cyclic-collector pauses of 5 ms or more while the load "
+        "saw. cut → viewer: from the tick's cut (the frame's `ts`) to the viewer reading it. "
+        "GC pauses: the gateway's cyclic-collector pauses of 5 ms or more while the load "
         "ran (gc.callbacks). CPU and RSS: the server process only (/proc). Load generator CPU "
         "% per process: "
         + "; ".join(

@@ -12,6 +12,8 @@ Latency: every bot puts its send time, in ms since a start instant shared by all
 it sees, latency = receipt time - x (one clock: everything runs on this machine). When the run
 ends each bot sends one last position with z = -1; `final_delivered` is the share of (viewer,
 bot) pairs whose last seen update is that one (contract: the last position reaches every viewer).
+`delivery_ms` splits the server's share off: receipt time - the frame's `ts` (the tick's cut),
+per frame; what is left of the latency is the update's age at the cut.
 
 Prints one JSON object of figures (with `--events`: one JSON object per line, `ready` / `go` /
 `stop` as the phases begin, then `result`; scripts/bench.py reads that).
@@ -131,6 +133,7 @@ class WorkerStats:
     out_of_order: int = 0
     final_delivered: int = 0
     latency: dict[int, int] = field(default_factory=dict)
+    delivery: dict[int, int] = field(default_factory=dict)  # frame's cut `ts` -> read here
     cpu_s: float = 0.0
     wall_s: float = 0.0
 
@@ -231,6 +234,7 @@ class Worker:
                 start_ms, end_ms = self.window
                 if start_ms <= now_ms <= end_ms:
                     st.frames += 1
+                    hist_add(st.delivery, now_ms - (msg["ts"] - t0 * 1000))
                 updates = msg["updates"]
                 applied = 0
                 for u in updates:
@@ -392,6 +396,7 @@ def summarize(args: argparse.Namespace, results: list[dict[str, Any]], connect_s
     closes: Counter[str] = Counter()
     conn_errors: Counter[str] = Counter()
     hist: dict[int, int] = {}
+    delivery: dict[int, int] = {}
     for r in results:
         for key in ("bots_connected", "viewers_connected", "connect_failures", "sent"):
             total[key] += r[key]
@@ -403,6 +408,8 @@ def summarize(args: argparse.Namespace, results: list[dict[str, Any]], connect_s
         conn_errors.update(r["connect_errors"])
         for b, c in r["latency"].items():
             hist[b] = hist.get(b, 0) + c
+        for b, c in r["delivery"].items():
+            delivery[b] = delivery.get(b, 0) + c
     d = args.duration
     viewers = max(1, total["viewers_connected"])
     pairs = total["viewers_connected"] * total["bots_connected"]
@@ -428,6 +435,7 @@ def summarize(args: argparse.Namespace, results: list[dict[str, Any]], connect_s
         "updates_applied_per_viewer_per_s": round(total["applied"] / d / viewers, 1),
         "frames_per_viewer_per_s": round(total["frames"] / d / viewers, 2),
         "latency_ms": hist_percentiles(hist),
+        "delivery_ms": hist_percentiles(delivery),
         "final_delivered": round(total["final_delivered"] / pairs, 4) if pairs else None,
         "out_of_order": total["out_of_order"],
         "errors_received": dict(errors),
