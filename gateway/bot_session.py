@@ -43,7 +43,7 @@ from gateway.protocol import (
     pong,
 )
 from gateway.ratelimit import FloodGuard
-from gateway.sessions import RATE_LIMITED, WEBSOCKET_OPTIONS, encoding_of, expects
+from gateway.sessions import RATE_LIMITED, WEBSOCKET_OPTIONS, encoding_of, frame_type_of
 from gateway.store import StoreUnavailable
 from gateway.token_deadline import TokenDeadline
 from gateway.world.sections import parse_blocks, parse_chunk
@@ -70,6 +70,7 @@ class BotSession:
         "deadline",
         "encoding",
         "flood",
+        "frame_type",
         "last_seen",
         "node",
         "npc_id",
@@ -90,6 +91,7 @@ class BotSession:
             else LingeringWebSocketResponse(**WEBSOCKET_OPTIONS)
         )
         self.encoding = Encoding.JSON
+        self.frame_type = WSMsgType.TEXT  # what data frames of the encoding must be
         self._early: list[tuple[WSMsgType, bytes]] | None = []  # frames before `welcome`
         self._early_bytes = 0
         self.last_seen = time.monotonic()  # any frame or pong: the idle sweep reads it
@@ -170,7 +172,7 @@ class BotSession:
         node = self.node
         self.deadline.arm()
         self.encoding = encoding_of(self.ws)
-        self.outbox.opcode = WSMsgType.TEXT if self.encoding is Encoding.JSON else WSMsgType.BINARY
+        self.outbox.opcode = self.frame_type = frame_type_of(self.encoding)
         # `welcome` is queued before anything else can be (a command, an error).
         self.send_message(bot_welcome(self.npc_id, node.replica, node.settings.tick_ms))
         early, self._early = self._early or [], None
@@ -248,7 +250,7 @@ class BotSession:
             return
         encoding = self.encoding
         try:
-            if not expects(frame_type, encoding):
+            if frame_type is not self.frame_type:
                 raise ProtocolError(
                     ErrorCode.BAD_ENCODING, f"frames must be {encoding.value} frames"
                 )

@@ -49,6 +49,10 @@ def encoding_of(ws: web.WebSocketResponse) -> Encoding:
     return negotiate([ws.ws_protocol] if ws.ws_protocol else [])
 
 
-def expects(frame_type: WSMsgType, encoding: Encoding) -> bool:
+def frame_type_of(encoding: Encoding) -> WSMsgType:
     """JSON travels in text frames, msgpack in binary ones."""
-    return (frame_type is WSMsgType.TEXT) == (encoding is Encoding.JSON)
+    return WSMsgType.TEXT if encoding is Encoding.JSON else WSMsgType.BINARY
+
+
+def expects(frame_type: WSMsgType, encoding: Encoding) -> bool:
+    return frame_type is frame_type_of(encoding)

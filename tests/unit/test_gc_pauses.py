@@ -14,9 +14,11 @@ def test_every_collection_is_counted_with_its_generation() -> None:
     gc.collect(0)
     gc.collect(2)
     after = pauses.stats()
-    assert after["gen0"]["collections"] == before["gen0"]["collections"] + 1
-    assert after["gen2"]["collections"] == before["gen2"]["collections"] + 1
-    assert after["gen2"]["maxMs"] >= after["gen2"]["totalMs"] - before["gen2"]["totalMs"] > 0
+    # At least: the collector may also have run by itself in between.
+    assert after["gen0"]["collections"] >= before["gen0"]["collections"] + 1
+    assert after["gen2"]["collections"] >= before["gen2"]["collections"] + 1
+    assert after["gen2"]["totalMs"] > before["gen2"]["totalMs"]
+    assert after["gen2"]["maxMs"] > 0
 
 
 def test_a_pause_of_a_big_heap_counts_as_slow() -> None:
