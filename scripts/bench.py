@@ -570,8 +570,6 @@ def main(argv: list[str] | None = None) -> int:
     args.targets = [t.strip() for t in args.target.split(",") if t.strip()]
     if not set(args.targets) <= {"gateway", "peer"}:
         p.error("--target takes gateway and/or peer")
-    if args.encoding == "msgpack" and "peer" in args.targets:
-        p.error("the Node.js peer speaks JSON only")
     return run_loop(amain(args))
 
 

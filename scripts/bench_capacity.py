@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--processes", type=int, default=2, help="load generator processes")
     add_output_arguments(p)
     args = p.parse_args(argv)
-    args.encoding = "json"  # the peer speaks JSON only; one encoding for every target
+    args.encoding = "json"  # one encoding for every target: the ladder of docs/benchmarks.md
     args.steps = sorted(int(b) for b in args.steps.split(",") if b.strip())
     args.targets = [t.strip() for t in args.target.split(",") if t.strip()]
     if not args.steps or not args.targets or not set(args.targets) <= set(TARGETS):

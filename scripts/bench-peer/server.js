@@ -3,8 +3,9 @@
 /*
  * The benchmark's Node.js peer: the gateway's core job written the way a plain Node.js service
  * would do it (the `ws`, `pg` and `jsonwebtoken` packages, one event loop), so `make bench` can
- * put the Python gateway beside it under the same load. Not a gateway: it speaks only the JSON
- * part of the contract the load generator uses.
+ * put the Python gateway beside it under the same load. Not a gateway: it speaks only the part
+ * of the contract the load generator uses, in JSON or msgpack (the subprotocol the client offers
+ * first; `msgpackr` without its records extension, so any msgpack reader understands it).
  *
  *   GATEWAY_SECRET=… [GATEWAY_TICK_MS=500] [GATEWAY_DATABASE_URL=postgresql://…] \
  *     node scripts/bench-peer/server.js --port 8090
@@ -18,8 +19,11 @@
 const http = require('http')
 const { WebSocketServer } = require('ws')
 const jwt = require('jsonwebtoken')
+const { Packr, unpack } = require('msgpackr')
 
-const PROTOCOL = 'aicraft.v1.json'
+const JSON_PROTOCOL = 'aicraft.v1.json'
+const MSGPACK_PROTOCOL = 'aicraft.v1.msgpack'
+const msgpack = new Packr({ useRecords: false })
 const REPLICA = 'bench-peer'
 const MAX_FRAME = 65536
 const VIEWER_BACKLOG = 4 * 1024 * 1024 // a viewer this far behind misses frames
@@ -86,13 +90,20 @@ function write (updates) {
 const viewers = new Set()
 const bots = new Map()
 
-function toViewers (text) {
+// -- encodings: JSON in text frames, msgpack in binary ones -------------------------------------
+const encode = (msg, binary) => (binary ? msgpack.pack(msg) : JSON.stringify(msg))
+const decode = (data, binary) => (binary ? unpack(data) : JSON.parse(data))
+
+function toViewers (msg) {
+  const encoded = [null, null] // [JSON, msgpack]: each encoded once, for the first viewer using it
   for (const ws of viewers) {
     if (ws.bufferedAmount > VIEWER_BACKLOG) {
       figures.framesSkipped++
       continue
     }
-    ws.send(text)
+    const i = ws.binary ? 1 : 0
+    if (encoded[i] === null) encoded[i] = encode(msg, ws.binary)
+    ws.send(encoded[i])
   }
 }
 
@@ -101,13 +112,13 @@ function tick () {
   const updates = Array.from(window.values())
   window = new Map()
   figures.frames++
-  toViewers(JSON.stringify({ type: 'positions', ts: Date.now(), updates }))
+  toViewers({ type: 'positions', ts: Date.now(), updates })
   write(updates)
 }
 
 // -- sockets ------------------------------------------------------------------------------------
 const isNumber = (v) => typeof v === 'number' && Number.isFinite(v)
-const reply = (ws, msg) => ws.send(JSON.stringify(msg))
+const reply = (ws, msg) => ws.send(encode(msg, ws.binary))
 
 function position (npc, msg) {
   const { x, y, z } = msg
@@ -129,13 +140,15 @@ function botSession (ws, npc) {
   if (previous) previous.close(4409, 'replaced by a newer connection')
   bots.set(npc, ws)
   reply(ws, { type: 'welcome', npc, replica: REPLICA, tick_ms: tickMs, protocol: 1 })
-  toViewers(JSON.stringify({ type: 'joined', id: npc }))
-  ws.on('message', (data) => {
+  toViewers({ type: 'joined', id: npc })
+  ws.on('message', (data, isBinary) => {
     let msg
     try {
-      msg = JSON.parse(data)
+      if (isBinary !== ws.binary) throw new Error('wrong frame type')
+      msg = decode(data, ws.binary)
     } catch (err) {
-      return reply(ws, { type: 'error', code: 'bad_encoding', message: 'not JSON' })
+      const encoding = ws.binary ? 'msgpack' : 'JSON'
+      return reply(ws, { type: 'error', code: 'bad_encoding', message: `not ${encoding}` })
     }
     if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) {
       return reply(ws, { type: 'error', code: 'bad_message', message: 'expected a map' })
@@ -155,7 +168,7 @@ function botSession (ws, npc) {
   ws.on('close', () => {
     if (bots.get(npc) !== ws) return
     bots.delete(npc)
-    toViewers(JSON.stringify({ type: 'left', id: npc }))
+    toViewers({ type: 'left', id: npc })
   })
 }
 
@@ -187,7 +200,9 @@ const sockets = new WebSocketServer({
   noServer: true,
   maxPayload: MAX_FRAME,
   perMessageDeflate: false,
-  handleProtocols: (offered) => (offered.has(PROTOCOL) ? PROTOCOL : false)
+  // The first offered that we speak; none offered means JSON.
+  handleProtocols: (offered) =>
+    [...offered].find((p) => p === JSON_PROTOCOL || p === MSGPACK_PROTOCOL) || false
 })
 
 const server = http.createServer((req, res) => {
@@ -207,6 +222,7 @@ server.on('upgrade', (req, socket, head) => {
   if (!claims) return refuse(socket, '401 Unauthorized')
   if (!roles.includes(claims.role)) return refuse(socket, '403 Forbidden')
   sockets.handleUpgrade(req, socket, head, (ws) => {
+    ws.binary = ws.protocol === MSGPACK_PROTOCOL
     if (url.pathname === '/ws/npc') botSession(ws, claims.sub)
     else viewerSession(ws)
   })

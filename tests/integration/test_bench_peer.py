@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgpack
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
@@ -48,17 +49,18 @@ async def peer() -> AsyncIterator[str]:
         assert await asyncio.wait_for(proc.wait(), 30) == 0
 
 
-async def _open(url: str, path: str, tok: str) -> ClientConnection:
+async def _open(url: str, path: str, tok: str, protocol: str = "json") -> ClientConnection:
     return await connect(
         url + path,
         additional_headers={"Authorization": f"Bearer {tok}"},
-        subprotocols=[Subprotocol("aicraft.v1.json")],
+        subprotocols=[Subprotocol(f"aicraft.v1.{protocol}")],
     )
 
 
 async def _next(ws: ClientConnection, kind: str) -> dict[str, Any]:
     while True:
-        msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        data = await asyncio.wait_for(ws.recv(), 10)
+        msg = msgpack.unpackb(data) if isinstance(data, bytes) else json.loads(data)
         if msg["type"] == kind:
             return msg
 
@@ -92,3 +94,33 @@ async def test_a_bad_token_or_role_is_refused(peer: str) -> None:
     with pytest.raises(InvalidStatus) as wrong_role:
         await _open(peer, "/ws/npc", token("viewer", "v"))
     assert wrong_role.value.response.status_code == 403
+
+
+async def test_msgpack_clients_get_binary_frames_beside_json_ones(peer: str) -> None:
+    """`make bench --encoding msgpack` compares the gateway and the peer on msgpack viewers."""
+    packed = await _open(peer, "/ws/viewer", token("viewer", "v1"), "msgpack")
+    plain = await _open(peer, "/ws/viewer", token("viewer", "v2"))
+    assert (await _next(packed, "welcome"))["tick_ms"] == 100
+    bot = await _open(peer, "/ws/npc", token("npc", "b2"), "msgpack")
+    assert (await _next(bot, "welcome"))["npc"] == "b2"
+    await bot.send(msgpack.packb({"type": "pos", "x": 1.5, "y": 64, "z": 7}))
+    for viewer in (packed, plain):
+        while True:
+            data = await asyncio.wait_for(viewer.recv(), 10)
+            msg = msgpack.unpackb(data) if viewer is packed else json.loads(data)
+            if msg["type"] == "positions":
+                break
+        assert isinstance(data, bytes if viewer is packed else str)
+        assert msg["updates"][0] == {
+            "id": "b2",
+            "x": 1.5,
+            "y": 64,
+            "z": 7,
+            "yaw": 0,
+            "pitch": 0,
+            "dim": "overworld",
+        }
+    await bot.send(json.dumps({"type": "pos", "x": 1, "y": 64, "z": 8}))  # text on msgpack
+    assert (await _next(bot, "error"))["code"] == "bad_encoding"
+    for ws in (bot, packed, plain):
+        await ws.close()
