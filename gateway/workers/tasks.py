@@ -190,9 +190,16 @@ def plan_mining(msg: dict[str, Any], budget_s: float) -> dict[str, Any]:
 
 
 def warm_up() -> None:
-    """Run once in every new worker: load (or compile) the search kernel before taking tasks."""
-    world = {"solid": [[0, 0, 0], [1, 0, 0]]}
-    find_path(decode_world(world), (0, 1, 0), (1, 1, 0))
+    """Run once in every new worker: load (or compile) the search kernel before taking tasks.
+
+    Both kinds of world: a list of cells decodes to a bytearray, a bitset (and the shared
+    world model) to read-only bytes, and numba compiles one specialisation per kind. Warmed
+    with one only, the first request of the other waited for a compile (a second or more on
+    a fresh install)."""
+    listed = {"solid": [[0, 0, 0], [1, 0, 0]]}
+    find_path(decode_world(listed), (0, 1, 0), (1, 1, 0))
+    bitset = {"origin": [0, 0, 0], "size": [2, 1, 1], "solid": "Aw=="}  # both cells solid
+    find_path(decode_world(bitset), (0, 1, 0), (1, 1, 0))
 
 
 # -- gateway side --------------------------------------------------------------------------------

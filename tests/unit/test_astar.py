@@ -261,3 +261,30 @@ def test_bitset_bit_order_and_outside_is_air() -> None:
     assert not grid.is_solid(11, 4, 21) and not grid.is_solid(11, 6, 21)
     assert grid.standing(11, 6, 21)
     assert MAX_CELLS == 16 * 1024 * 1024
+
+
+@pytest.mark.skipif(not jit_available(), reason="numba not installed")
+def test_after_warm_up_no_kind_of_world_waits_for_a_compile() -> None:
+    """A worker's warm-up compiles the kernel for every kind of world, so no first request
+    stalls for a compile: a fresh process, warmed up, then searched with both kinds."""
+    import subprocess
+    import sys
+
+    script = """
+from gateway.workers.astar import _compiled_kernel, find_path
+from gateway.workers.tasks import warm_up
+from gateway.workers.world import decode_world, encode_bitset
+warm_up()
+warmed = len(_compiled_kernel().signatures)
+bitset = encode_bitset((0, 0, 0), (4, 2, 4), lambda x, y, z: y == 0)
+worlds = [{"origin": [0, 0, 0], "size": [4, 2, 4], "solid": bitset},
+          {"solid": [[x, 0, z] for x in range(4) for z in range(4)]}]
+for world in worlds:
+    assert find_path(decode_world(world), (0, 1, 0), (3, 1, 3), backend="jit").ok
+print(warmed, len(_compiled_kernel().signatures))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True
+    )
+    warmed, after = map(int, out.stdout.split())
+    assert after == warmed
