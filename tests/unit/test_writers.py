@@ -114,3 +114,31 @@ async def test_a_batch_the_database_refuses_is_dropped_not_retried_forever() -> 
         assert batcher.rejected == 2 and [r.value for b in written for r in b] == [2.0, 3.0]
     finally:
         await batcher.stop()
+
+
+async def test_a_spool_overflow_during_a_write_drops_a_waiting_row_not_one_being_written() -> None:
+    """The spool overflows while a batch is being written: the oldest row *waiting* goes (and
+    is counted); every other row is written exactly once."""
+    stored: list[float] = []
+    writing, release = asyncio.Event(), asyncio.Event()
+
+    async def write(rows: list[MetricRow]) -> None:
+        writing.set()
+        await release.wait()
+        stored.extend(r.value for r in rows)
+
+    batcher = MetricsBatcher(write, batch=3, flush_ms=3_600_000, spool_max=5)
+    batcher.start()
+    try:
+        for i in range(3):  # a full batch: the write starts and is held
+            batcher.add(MetricRow("a", "m", float(i), i))
+        await asyncio.wait_for(writing.wait(), 5)
+        for i in range(3, 6):  # 6 rows held, one over the spool: row 3 (waiting) goes
+            batcher.add(MetricRow("a", "m", float(i), i))
+        assert batcher.dropped == 1
+        release.set()
+        assert await batcher.flush_now(5)
+        assert stored == [0.0, 1.0, 2.0, 4.0, 5.0]
+        assert batcher.pending == 0
+    finally:
+        await batcher.stop()
