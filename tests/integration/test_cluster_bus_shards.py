@@ -1,0 +1,185 @@
+"""Region channels spread over a Redis Cluster's masters (issue #13), with real servers.
+
+Bus instances play replicas on the session's throwaway cluster of three masters: a publisher,
+a subscriber to listed regions and one hearing every region. Each region channel is its own
+slot: regions land on different masters, each heard on a connection to its own master, and a
+master killed takes only its regions away until it is back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from redis.crc import key_slot
+
+from gateway.bus.base import EVENTS
+from gateway.bus.cluster import TAG, ClusterBus, wire_name
+from gateway.bus.messages import PositionsWindow, encode
+from gateway.regions import region_channel
+from gateway.testing.redis_cluster import RedisClusterServers
+from gateway.testing.redis_server import RedisServer
+from tests.integration.test_bus_contract import Recorder
+from tests.wait import until
+
+pytestmark = pytest.mark.redis
+
+WAIT_S = 30.0  # generous: the machine is shared
+MakeBus = Callable[[str, set[str] | None], Awaitable[tuple[ClusterBus, Recorder]]]
+
+
+def owner(cluster: RedisClusterServers, wire: str) -> RedisServer:
+    """The master whose slot ranges (CLUSTER NODES, its own line) hold `wire`'s slot."""
+    slot = key_slot(wire.encode())
+    for node in cluster.nodes:
+        lines = node.command("CLUSTER", "NODES").decode().splitlines()
+        mine = next(line for line in lines if "myself" in line)
+        for part in mine.split()[8:]:
+            low, _, high = part.partition("-")
+            if int(low) <= slot <= int(high or low):
+                return node
+    raise AssertionError(f"no master owns slot {slot}")
+
+
+def shard_subscribers(node: RedisServer, wire: str) -> int:
+    """PUBSUB SHARDNUMSUB on `node`: its connections subscribed to `wire`."""
+    reply = node.command("PUBSUB", "SHARDNUMSUB", wire)
+    return int(reply.rsplit(b":", 1)[1].strip())
+
+
+def spread_regions(cluster: RedisClusterServers, count: int) -> list[str]:
+    """`count` region channels on as many masters, none of them the bus's master."""
+    bus = owner(cluster, TAG)
+    found: dict[int, str] = {}
+    for rx in range(64):
+        channel = region_channel("overworld", rx * 512.0, 0.0)
+        master = owner(cluster, wire_name(channel))
+        if master is not bus and master.port not in found:
+            found[master.port] = channel
+    if len(found) < count:
+        raise AssertionError(f"only {len(found)} masters besides the bus's")
+    return list(found.values())[:count]
+
+
+@pytest.fixture
+async def make_bus(redis_cluster_url: str) -> AsyncIterator[MakeBus]:
+    made: list[ClusterBus] = []
+
+    async def make(replica: str, regions: set[str] | None) -> tuple[ClusterBus, Recorder]:
+        bus = ClusterBus(redis_cluster_url)
+        recorder = Recorder()
+        made.append(bus)
+        bus.set_positions(regions)
+        await bus.start(replica, recorder)
+        return bus, recorder
+
+    yield make
+    for bus in made:
+        await bus.close()
+
+
+class Windows:
+    """One publisher's position windows, each a distinct payload (its own cut time)."""
+
+    def __init__(self, bus: ClusterBus, sender: str) -> None:
+        self.bus, self.sender = bus, sender
+        self.sent: dict[str, list[bytes]] = {}
+        self.ts = 1_000
+
+    def publish(self, channel: str) -> bytes:
+        self.ts += 1
+        row = ("walker", 1.0, 64.0, 1.0, 0.0, 0.0, "overworld")
+        payload = encode(self.sender, PositionsWindow(ts=self.ts, rows=[row]))
+        self.bus.publish(channel, payload)
+        self.sent.setdefault(channel, []).append(payload)
+        return payload
+
+
+async def test_regions_on_different_masters_are_each_heard_from_their_own(
+    make_bus: MakeBus, redis_cluster: RedisClusterServers
+) -> None:
+    regions = spread_regions(redis_cluster, 2)
+    a, _ = await make_bus("A", set())
+    listed, got_listed = await make_bus("B", set(regions))
+    every, got_every = await make_bus("C", None)  # hears every region: the registry, copies
+    windows = Windows(a, "A")
+
+    # Each subscriber holds a connection to each region's own master, and none elsewhere.
+    masters = [owner(redis_cluster, wire_name(r)) for r in regions]
+    assert len({m.port for m in masters}) == 2
+
+    async def subscribed_on_owners() -> bool:
+        for region in regions:  # a window a poll: C learns the regions from the registry
+            windows.publish(region)
+        return all(
+            shard_subscribers(node, wire_name(region)) == (2 if node is master else 0)
+            for region, master in zip(regions, masters, strict=True)
+            for node in redis_cluster.nodes
+        )
+
+    await until(subscribed_on_owners, "B and C subscribed on each region's master", WAIT_S)
+    for region in regions:
+        windows.publish(region)
+    # Fences: a publisher's messages on one channel arrive in order; EVENTS is on the bus's
+    # master, where the copies of new regions' windows (NEW_REGIONS) go.
+    fences = {region: windows.publish(region) for region in regions}
+    a.publish(EVENTS, encode("A", PositionsWindow(ts=0, rows=[])))
+
+    def fenced(got: Recorder) -> bool:
+        return all(fence in got.payloads(r) for r, fence in fences.items()) and bool(
+            got.payloads(EVENTS)
+        )
+
+    await until(lambda: fenced(got_listed) and fenced(got_every), "the fences", WAIT_S)
+    for region in regions:
+        # B subscribed before anything was published; C heard the first windows as copies
+        # and the rest on the region's channel: every window once, in order, for both.
+        assert got_listed.payloads(region) == windows.sent[region]
+        assert got_every.payloads(region) == windows.sent[region]
+    stats = every.stats()
+    assert stats["received"] == len(got_every.messages) and stats["dropped"] == 0
+    assert listed.stats()["connected"] and every.stats()["connected"]
+
+
+async def test_a_dead_master_takes_only_its_regions_away_until_it_is_back(
+    make_bus: MakeBus, redis_cluster: RedisClusterServers
+) -> None:
+    lost, kept = spread_regions(redis_cluster, 2)
+    a, _ = await make_bus("A", set())
+    b, got = await make_bus("B", {lost, kept})
+    windows = Windows(a, "A")
+
+    def heard_again(region: str) -> Callable[[], bool]:
+        """A fresh window a poll, until one of them is heard."""
+        tries: list[bytes] = []
+
+        def check() -> bool:
+            if any(p in got.payloads(region) for p in tries):
+                return True
+            tries.append(windows.publish(region))
+            return False
+
+        return check
+
+    await until(heard_again(lost), "the first region", WAIT_S, interval_s=0.05)
+    await until(heard_again(kept), "the second region", WAIT_S, interval_s=0.05)
+
+    victim = owner(redis_cluster, wire_name(lost))
+    victim.kill()
+    redis_cluster.wait_state("fail")  # the cluster refuses keyed commands now
+    await until(heard_again(kept), "the region on a live master", WAIT_S, interval_s=0.05)
+
+    def lost_dropped() -> bool:
+        windows.publish(lost)
+        return a.stats()["dropped"] > 0
+
+    await until(lost_dropped, "A to drop the dead master's windows", WAIT_S, interval_s=0.05)
+    assert not b.stats()["connected"]  # its connection to the dead master is down
+    reconnects = b.stats()["reconnects"]
+
+    victim.start()
+    redis_cluster.wait_state("ok")
+    await until(heard_again(lost), "the region back on its master", WAIT_S, interval_s=0.05)
+    await until(heard_again(kept), "the other region still", WAIT_S, interval_s=0.05)
+    assert b.stats()["reconnects"] > reconnects
+    await until(lambda: b.stats()["connected"], "B connected everywhere again", WAIT_S)
