@@ -374,11 +374,11 @@ class ClusterBus(RedisBus):
             return
         try:
             if add and (more := listener.channels - listener.heard):
-                await pubsub.ssubscribe(*(wire_name(c) for c in sorted(more)))
+                await self._subscribe_to(pubsub, sorted(more))
                 listener.heard |= more
             if not add and (fewer := listener.heard - listener.channels):
                 listener.heard -= fewer
-                await pubsub.sunsubscribe(*(wire_name(c) for c in sorted(fewer)))
+                await self._unsubscribe_from(pubsub, sorted(fewer))
         except Exception as exc:  # its own loop finds the dead link and resubscribes
             log.warning("bus: could not change subscriptions on %s: %s", listener.name, exc)
 
@@ -439,7 +439,14 @@ class ClusterBus(RedisBus):
         self._regions_changed.set()
 
     async def _subscribe_to(self, pubsub: PubSub, channels: list[str]) -> None:
-        await pubsub.ssubscribe(*(wire_name(c) for c in channels))
+        # One command per channel: SSUBSCRIBE refuses channels of several slots (CROSSSLOT),
+        # and a master owns many regions' slots. Sent without waiting for the replies.
+        for channel in channels:
+            await pubsub.ssubscribe(wire_name(channel))
+
+    async def _unsubscribe_from(self, pubsub: PubSub, channels: list[str]) -> None:
+        for channel in channels:
+            await pubsub.sunsubscribe(wire_name(channel))
 
     def _confirmation_of(self, channel: str) -> bytes:
         return wire_name(channel).encode()

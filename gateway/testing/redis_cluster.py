@@ -12,6 +12,8 @@ import shutil
 import subprocess
 import time
 
+from redis.crc import key_slot
+
 from gateway.testing.net import free_port
 from gateway.testing.redis_server import RedisServer
 
@@ -64,6 +66,18 @@ class RedisClusterServers:
         if done.returncode != 0:
             output = (done.stdout + done.stderr).decode(errors="replace")
             raise RuntimeError(f"redis-cli --cluster create failed: {output}")
+
+    def master_of(self, key: str) -> RedisServer:
+        """The master whose slot ranges (its own line of CLUSTER NODES) hold `key`'s slot."""
+        slot = key_slot(key.encode())
+        for node in self.nodes:
+            lines = node.command("CLUSTER", "NODES").decode().splitlines()
+            mine = next(line for line in lines if "myself" in line)
+            for part in mine.split()[8:]:
+                low, _, high = part.partition("-")
+                if int(low) <= slot <= int(high or low):
+                    return node
+        raise RuntimeError(f"no master owns slot {slot}")
 
     def state(self, node: RedisServer) -> str:
         """`cluster_state` as `node` sees it ("ok", "fail"), or "" if it does not answer."""

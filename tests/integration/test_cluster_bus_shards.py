@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from redis.crc import key_slot
 
 from gateway.bus.base import EVENTS
 from gateway.bus.cluster import TAG, ClusterBus, wire_name
@@ -28,19 +27,6 @@ WAIT_S = 30.0  # generous: the machine is shared
 MakeBus = Callable[[str, set[str] | None], Awaitable[tuple[ClusterBus, Recorder]]]
 
 
-def owner(cluster: RedisClusterServers, wire: str) -> RedisServer:
-    """The master whose slot ranges (CLUSTER NODES, its own line) hold `wire`'s slot."""
-    slot = key_slot(wire.encode())
-    for node in cluster.nodes:
-        lines = node.command("CLUSTER", "NODES").decode().splitlines()
-        mine = next(line for line in lines if "myself" in line)
-        for part in mine.split()[8:]:
-            low, _, high = part.partition("-")
-            if int(low) <= slot <= int(high or low):
-                return node
-    raise AssertionError(f"no master owns slot {slot}")
-
-
 def shard_subscribers(node: RedisServer, wire: str) -> int:
     """PUBSUB SHARDNUMSUB on `node`: its connections subscribed to `wire`."""
     reply = node.command("PUBSUB", "SHARDNUMSUB", wire)
@@ -49,16 +35,26 @@ def shard_subscribers(node: RedisServer, wire: str) -> int:
 
 def spread_regions(cluster: RedisClusterServers, count: int) -> list[str]:
     """`count` region channels on as many masters, none of them the bus's master."""
-    bus = owner(cluster, TAG)
+    bus = cluster.master_of(TAG)
     found: dict[int, str] = {}
     for rx in range(64):
         channel = region_channel("overworld", rx * 512.0, 0.0)
-        master = owner(cluster, wire_name(channel))
+        master = cluster.master_of(wire_name(channel))
         if master is not bus and master.port not in found:
             found[master.port] = channel
     if len(found) < count:
         raise AssertionError(f"only {len(found)} masters besides the bus's")
     return list(found.values())[:count]
+
+
+def beside(cluster: RedisClusterServers, channel: str) -> str:
+    """Another region channel on `channel`'s master (in another slot)."""
+    master = cluster.master_of(wire_name(channel))
+    for rz in range(1, 64):
+        other = region_channel("overworld", 0.0, rz * 512.0)
+        if other != channel and cluster.master_of(wire_name(other)) is master:
+            return other
+    raise AssertionError("no other region on that master")
 
 
 @pytest.fixture
@@ -98,15 +94,16 @@ class Windows:
 async def test_regions_on_different_masters_are_each_heard_from_their_own(
     make_bus: MakeBus, redis_cluster: RedisClusterServers
 ) -> None:
-    regions = spread_regions(redis_cluster, 2)
+    spread = spread_regions(redis_cluster, 2)
+    regions = [*spread, beside(redis_cluster, spread[0])]  # two slots on one master too
     a, _ = await make_bus("A", set())
     listed, got_listed = await make_bus("B", set(regions))
     every, got_every = await make_bus("C", None)  # hears every region: the registry, copies
     windows = Windows(a, "A")
 
     # Each subscriber holds a connection to each region's own master, and none elsewhere.
-    masters = [owner(redis_cluster, wire_name(r)) for r in regions]
-    assert len({m.port for m in masters}) == 2
+    masters = [redis_cluster.master_of(wire_name(r)) for r in regions]
+    assert len({m.port for m in masters}) == 2 and masters[0] is masters[2]
 
     async def subscribed_on_owners() -> bool:
         for region in regions:  # a window a poll: C learns the regions from the registry
@@ -164,7 +161,7 @@ async def test_a_dead_master_takes_only_its_regions_away_until_it_is_back(
     await until(heard_again(lost), "the first region", WAIT_S, interval_s=0.05)
     await until(heard_again(kept), "the second region", WAIT_S, interval_s=0.05)
 
-    victim = owner(redis_cluster, wire_name(lost))
+    victim = redis_cluster.master_of(wire_name(lost))
     victim.kill()
     redis_cluster.wait_state("fail")  # the cluster refuses keyed commands now
     await until(heard_again(kept), "the region on a live master", WAIT_S, interval_s=0.05)

@@ -25,7 +25,7 @@ from gateway.testing.postgres_server import PostgresServer
 from gateway.testing.redis_cluster import RedisClusterServers
 from gateway.testing.redis_server import RedisServer
 from tests.harness import Rest, RunningGateway, gateway_settings, running_gateway, token
-from tests.integration.test_cluster_bus_shards import owner, shard_subscribers, spread_regions
+from tests.integration.test_cluster_bus_shards import shard_subscribers, spread_regions
 from tests.wait import until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -191,7 +191,7 @@ async def test_a_viewer_hears_regions_spread_over_the_masters(
         await viewer.wait_for_npc("east", WAIT_S, online=True, x=xs[1])
         # Its first windows came as copies on the bus's master; B subscribes to the region
         # once it reads it in the registry (within a second).
-        masters = [owner(redis_cluster, wire_name(region)) for region in regions]
+        masters = [redis_cluster.master_of(wire_name(region)) for region in regions]
         assert len({m.port for m in masters}) == 2
 
         def on_their_own_masters() -> bool:
