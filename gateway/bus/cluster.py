@@ -113,6 +113,7 @@ class _Listener:
     url: str
     channels: set[str]
     heard: set[str] = field(default_factory=set)
+    dropping: set[str] = field(default_factory=set)  # unsubscribed, not yet confirmed
     pubsub: PubSub | None = None
     up: bool = False
     tried: asyncio.Event = field(default_factory=asyncio.Event)
@@ -134,6 +135,11 @@ class ClusterBus(RedisBus):
         self._copies = Copies()
 
     async def close(self) -> None:
+        # Wake the loops too: a cancellation that lands as a redis-py timeout expires comes
+        # out as TimeoutError, caught as a Redis failure, and the loop would wait on forever.
+        self._closed = True
+        self._regions_changed.set()
+        self._wakeup.set()
         await super().close()  # the loops first: nothing starts a listener any more
         for listener in self._listeners.values():
             await self._stop(listener)
@@ -378,6 +384,7 @@ class ClusterBus(RedisBus):
                 listener.heard |= more
             if not add and (fewer := listener.heard - listener.channels):
                 listener.heard -= fewer
+                listener.dropping |= fewer
                 await self._unsubscribe_from(pubsub, sorted(fewer))
         except Exception as exc:  # its own loop finds the dead link and resubscribes
             log.warning("bus: could not change subscriptions on %s: %s", listener.name, exc)
@@ -385,8 +392,9 @@ class ClusterBus(RedisBus):
     async def _stop(self, listener: _Listener) -> None:
         if listener.task is not None:
             listener.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener.task
+            # Not `await task` under suppress(CancelledError): that would also swallow a
+            # cancellation of the caller (the regrouping loop, closing), which then ran on.
+            await asyncio.wait([listener.task])
 
     async def _listen_to(self, listener: _Listener) -> None:
         """One master's subscription, reconnected with backoff; the others are not waited on."""
@@ -394,7 +402,10 @@ class ClusterBus(RedisBus):
 
         def on_control(kind: str, channel: bytes | None) -> None:
             if kind == "sunsubscribe" and channel is not None:
-                if bus_channel(channel.decode()) in listener.channels:
+                name = bus_channel(channel.decode())
+                if name in listener.dropping:
+                    listener.dropping.discard(name)  # ours (the channel may be wanted again)
+                elif name in listener.channels:
                     # Not asked for: the cluster moved the channel's slot to another master.
                     raise RedisError(f"{channel!r} moved away from {listener.name}")
 
@@ -403,6 +414,7 @@ class ClusterBus(RedisBus):
             pubsub = client.pubsub()
             try:
                 channels = sorted(listener.channels)
+                listener.dropping.clear()  # a fresh connection: nothing of ours in flight
                 await self._subscribe(pubsub, channels, pattern=False, on_control=on_control)
                 listener.heard = set(channels)
                 listener.pubsub, listener.up = pubsub, True
@@ -426,6 +438,7 @@ class ClusterBus(RedisBus):
                 self._listener_changed(listener)
                 await backoff.wait()
             finally:
+                listener.tried.set()  # whatever ended it: the first regrouping waits on it
                 listener.up, listener.pubsub = False, None
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()

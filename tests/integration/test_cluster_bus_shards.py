@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from redis.crc import key_slot
 
 from gateway.bus.base import EVENTS
 from gateway.bus.cluster import TAG, ClusterBus, wire_name
@@ -91,6 +92,19 @@ class Windows:
         return payload
 
 
+def heard_anew(windows: Windows, got: Recorder, region: str) -> Callable[[], bool]:
+    """A check that publishes a fresh window on `region` each poll, until one is heard."""
+    tries: list[bytes] = []
+
+    def check() -> bool:
+        if any(p in got.payloads(region) for p in tries):
+            return True
+        tries.append(windows.publish(region))
+        return False
+
+    return check
+
+
 async def test_regions_on_different_masters_are_each_heard_from_their_own(
     make_bus: MakeBus, redis_cluster: RedisClusterServers
 ) -> None:
@@ -147,16 +161,7 @@ async def test_a_dead_master_takes_only_its_regions_away_until_it_is_back(
     windows = Windows(a, "A")
 
     def heard_again(region: str) -> Callable[[], bool]:
-        """A fresh window a poll, until one of them is heard."""
-        tries: list[bytes] = []
-
-        def check() -> bool:
-            if any(p in got.payloads(region) for p in tries):
-                return True
-            tries.append(windows.publish(region))
-            return False
-
-        return check
+        return heard_anew(windows, got, region)
 
     await until(heard_again(lost), "the first region", WAIT_S, interval_s=0.05)
     await until(heard_again(kept), "the second region", WAIT_S, interval_s=0.05)
@@ -180,3 +185,33 @@ async def test_a_dead_master_takes_only_its_regions_away_until_it_is_back(
     await until(heard_again(kept), "the other region still", WAIT_S, interval_s=0.05)
     assert b.stats()["reconnects"] > reconnects
     await until(lambda: b.stats()["connected"], "B connected everywhere again", WAIT_S)
+
+
+async def test_a_region_whose_slot_moves_is_heard_from_its_new_master(
+    make_bus: MakeBus, redis_cluster: RedisClusterServers
+) -> None:
+    """A resharding moves a region's slot: the old master unsubscribes the subscriber (a
+    `sunsubscribe` it did not ask for) and answers the publisher MOVED; both read the slot map
+    again and carry on with the new master."""
+    region = spread_regions(redis_cluster, 1)[0]
+    wire = wire_name(region)
+    slot = key_slot(wire.encode())
+    a, _ = await make_bus("A", set())
+    _, got = await make_bus("B", {region})
+    windows = Windows(a, "A")
+    await until(heard_anew(windows, got, region), "the region", WAIT_S, interval_s=0.05)
+
+    old = redis_cluster.master_of(wire)
+    new = next(node for node in redis_cluster.nodes if node is not old)
+    redis_cluster.move_slot(slot, new)
+    try:
+        await until(
+            heard_anew(windows, got, region), "the region after the move", WAIT_S, interval_s=0.05
+        )
+
+        def on_the_new_master() -> bool:
+            return shard_subscribers(new, wire) == 1 and shard_subscribers(old, wire) == 0
+
+        await until(on_the_new_master, "B subscribed on the new master only", WAIT_S)
+    finally:
+        redis_cluster.move_slot(slot, old)
