@@ -152,10 +152,24 @@ async def test_regions_on_different_masters_are_each_heard_from_their_own(
     assert listed.stats()["connected"] and every.stats()["connected"]
 
 
+def region_on(cluster: RedisClusterServers, master: RedisServer) -> str:
+    for rz in range(64):
+        channel = region_channel("overworld", 0.0, rz * 512.0)
+        if cluster.master_of(wire_name(channel)) is master:
+            return channel
+    raise AssertionError("no region on that master")
+
+
+@pytest.mark.parametrize("bus_master", [False, True], ids=["region-master", "bus-master"])
 async def test_a_dead_master_takes_only_its_regions_away_until_it_is_back(
-    make_bus: MakeBus, redis_cluster: RedisClusterServers
+    make_bus: MakeBus, redis_cluster: RedisClusterServers, bus_master: bool
 ) -> None:
+    """A master dies: the windows of the regions it owns are dropped, those of a region on
+    another master keep crossing; when it is back, its regions resume by themselves. When it
+    is the bus's master, events and copies go with it, not the other masters' regions."""
     lost, kept = spread_regions(redis_cluster, 2)
+    if bus_master:
+        lost = region_on(redis_cluster, redis_cluster.master_of(TAG))
     a, _ = await make_bus("A", set())
     b, got = await make_bus("B", {lost, kept})
     windows = Windows(a, "A")
