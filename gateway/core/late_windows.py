@@ -11,6 +11,10 @@ rejoins is unaffected: its new windows are newer, or come from another sender.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
+from typing import TypeVar
+
+Row = TypeVar("Row", bound=Sequence[object])  # a window's row: the NPC's id first
 
 KEEP_S = 30.0  # a late window trails its `left` by a network delay: generous margin
 KEEP = 65_536  # leaves remembered; past it the oldest are forgotten
@@ -32,11 +36,7 @@ class LateWindows:
         """`sender` said the NPC left after its window cut at `ts` (heard at monotonic `now`)."""
         self._left[npc] = (sender, ts, now)
         self._left.move_to_end(npc)
-        while self._left:
-            _, (_, _, at) = next(iter(self._left.items()))
-            if len(self._left) <= self._keep and now - at <= self._keep_s:
-                break
-            self._left.popitem(last=False)
+        self._expire(now)
 
     def late(self, npc: str, sender: str, ts: int, now: float) -> bool:
         """Whether `sender`'s window cut at `ts` comes after its `left` for the NPC."""
@@ -48,3 +48,22 @@ class LateWindows:
             del self._left[npc]
             return False
         return by == sender and ts <= left_ts
+
+    def on_time(self, sender: str, ts: int, rows: Sequence[Row], now: float) -> Sequence[Row]:
+        """`rows` of `sender`'s window cut at `ts`, without those that trail their NPC's
+        `left`. The hot path: without leaves remembered, `rows` as they are."""
+        left = self._left
+        if left:
+            self._expire(now)
+        if not left or not any(row[0] in left for row in rows):
+            return rows
+        return [row for row in rows if not self.late(str(row[0]), sender, ts, now)]
+
+    def _expire(self, now: float) -> None:
+        """Forget the oldest leaves past KEEP_S, or past `keep` in number."""
+        left = self._left
+        while left:
+            _, (_, _, at) = next(iter(left.items()))
+            if len(left) <= self._keep and now - at <= self._keep_s:
+                return
+            left.popitem(last=False)

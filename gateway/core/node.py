@@ -689,9 +689,7 @@ class Node:
         a repeat, never a step back). Rows of an NPC the sender said `left` after this cut
         are dropped: the window trailed the `left` (gateway/core/late_windows.py)."""
         seen = self._live_ts
-        if self.late_windows:
-            late, now = self.late_windows.late, time.monotonic()
-            rows = [row for row in rows if not late(row[0], sender, ts, now)]
+        rows = self.late_windows.on_time(sender, ts, rows, time.monotonic())
         window = self._remote.get(ts)
         if window is None:
             window = self._remote[ts] = {}

@@ -46,3 +46,15 @@ def test_the_number_remembered_is_bounded() -> None:
     assert len(late) == 3
     assert not late.late("n0", "a", 0, now=0.0)  # the oldest went first
     assert late.late("n4", "a", 4, now=0.0)
+
+
+def test_on_time_keeps_the_rows_of_npcs_not_left_and_drops_the_late() -> None:
+    late = LateWindows()
+    rows = [("bot", 1.0), ("other", 2.0)]
+    assert late.on_time("a", 1000, rows, now=0.0) is rows  # nothing remembered: as they are
+    late.left("bot", "a", ts=1000, now=0.0)
+    assert late.on_time("a", 1000, rows, now=0.1) == [("other", 2.0)]
+    assert late.on_time("a", 1001, rows, now=0.1) == rows
+    assert late.on_time("b", 1000, rows, now=0.1) == rows
+    assert late.on_time("a", 1000, rows, now=31.0) == rows  # forgotten past KEEP_S
+    assert len(late) == 0
