@@ -173,6 +173,13 @@ class ClusterBus(RedisBus):
         assert node is not None
         return node
 
+    def _bus_node(self) -> ClusterNode | None:
+        """The bus's master in the slot map last read; None if nobody serves its slot."""
+        try:
+            return self._node_of(TAG)
+        except SlotNotCoveredError:
+            return None
+
     def _url_of(self, node: ClusterNode) -> str:
         return node_url(self._url, node.host, node.port)
 
@@ -185,7 +192,7 @@ class ClusterBus(RedisBus):
     async def _send(self, batch: list[tuple[str, bytes]]) -> int:
         regions = {c for c, _ in batch if is_positions_channel(c)}
         new, due = self._runs.sent(regions, time.monotonic()) if regions else (set(), set())
-        bus_node = self._node_of(TAG)
+        bus_node = self._bus_node()
         # Per master: (wire channel, payload, whether it is one of the batch, not a copy)
         parts: dict[str, tuple[ClusterNode, list[_Message]]] = {}
         uncovered = 0
@@ -197,7 +204,7 @@ class ClusterBus(RedisBus):
                 uncovered += 1
                 continue
             parts.setdefault(node.name, (node, []))[1].append((wire, payload, True))
-            if channel in new:
+            if channel in new and bus_node is not None:
                 copy = (_NEW_REGIONS_WIRE, wrap_copy(channel, payload), False)
                 parts.setdefault(bus_node.name, (bus_node, []))[1].append(copy)
         results = await asyncio.gather(
@@ -249,7 +256,8 @@ class ClusterBus(RedisBus):
         if target.backoff.succeeded():
             self.reconnects += 1
             log.info("bus: publishing to %s again", node.name)
-            if node.name == self._node_of(TAG).name:
+            bus_node = self._bus_node()
+            if bus_node is not None and node.name == bus_node.name:
                 self._runs.reset()  # the registry may have gone with the bus's master
         return True
 
@@ -269,7 +277,8 @@ class ClusterBus(RedisBus):
         """Note `channels` as in use now, and drop the regions nobody noted for IN_USE_S.
         Best effort, apart from the windows: a cluster that lost another master still carries
         SPUBLISH but refuses ZADD (CLUSTERDOWN); a region is noted again NOTE_EVERY_S later."""
-        target = self._targets.get(self._node_of(TAG).name)
+        bus_node = self._bus_node()
+        target = None if bus_node is None else self._targets.get(bus_node.name)
         if target is None or target.client is None:
             return
         now_ms = int(time.time() * 1000)
