@@ -12,9 +12,12 @@ window on a region channel; `Left` says which of the sender's windows it follows
 drops those that arrive after it (gateway/core/late_windows.py).
 
 Publishing: a batch is split by the master owning each channel's slot, one pipeline per master,
-all sent at once (a batch then takes the slowest master's round trip, not the sum). A master
-that fails loses its part of the batch (dropped, counted) and is retried after a backoff while
-the others keep carrying their regions; the slot map is reloaded after each failure.
+all sent at once (a batch takes the slowest master's round trip, not the sum), each after that
+master's previous part. A batch waits SLOW_S at most: a master still busy with an earlier part
+(hung, say, until the socket timeout) loses its part of this one, so it never holds up the
+others' regions. A master that fails loses its part (dropped, counted) and is retried after a
+backoff while the others keep carrying their regions; the slot map is reloaded after each
+failure.
 
 Subscribing: one plain pub/sub connection per master owning a wanted channel (the bus's master
 always), each read by a task of its own. A connection error, MOVED, or a `sunsubscribe` the
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -59,6 +63,7 @@ TAG = "{aicraft:bus}"
 REGIONS_KEY = TAG + ":regions"  # region channel -> when a publisher last noted it (ms)
 NEW_REGIONS = "aicraft:pos-new"  # copies of new regions' windows (not a region channel)
 POLL_S = 1.0  # how often a replica hearing every region reads the regions in use
+SLOW_S = 0.25  # a master's part of a batch not sent by then no longer holds the batch up
 
 
 def redis_bus(url: str) -> RedisBus:
@@ -103,6 +108,7 @@ class _Target:
     client: Redis | None = None
     backoff: Backoff = field(default_factory=Backoff)
     retry_at: float = 0.0
+    sending: asyncio.Task[bool] | None = None  # its part of a batch, in flight
 
 
 @dataclass(eq=False, slots=True)
@@ -132,6 +138,7 @@ class ClusterBus(RedisBus):
         self._listeners: dict[str, _Listener] = {}  # by node name
         self._remap = False  # a listener failed: reload the slot map before regrouping
         self._stale = False  # a send failed: reload the slot map after the batch
+        self._reload: asyncio.Task[None] | None = None  # that reload
         self._copies = Copies()
 
     async def close(self) -> None:
@@ -142,10 +149,16 @@ class ClusterBus(RedisBus):
         self._regions_changed.set()
         self._wakeup.set()
         await super().close()  # the loops first: nothing starts a listener any more
+        if self._reload is not None:
+            self._reload.cancel()
+            await asyncio.wait([self._reload])
         for listener in self._listeners.values():
             await self._stop(listener)
         self._listeners = {}
         for target in self._targets.values():
+            if target.sending is not None:
+                target.sending.cancel()
+                await asyncio.wait([target.sending])
             if target.client is not None:
                 await target.client.aclose()
         self._targets = {}
@@ -208,31 +221,49 @@ class ClusterBus(RedisBus):
             if channel in new and bus_node is not None:
                 copy = (_NEW_REGIONS_WIRE, wrap_copy(channel, payload), False)
                 parts.setdefault(bus_node.name, (bus_node, []))[1].append(copy)
-        results = await asyncio.gather(
-            *(self._send_to(node, messages) for node, messages in parts.values())
-        )
-        sent = 0
-        for ok, (_, messages) in zip(results, parts.values(), strict=True):
+        # Every master's part at once, each after its previous part: a master still busy with
+        # that one (slow, hung) loses this one, and no part holds the batch up past SLOW_S.
+        started: dict[asyncio.Task[bool], int] = {}  # its part's messages (copies aside)
+        for name, (node, messages) in parts.items():
             count = sum(1 for _, _, original in messages if original)
-            if ok:
-                sent += count
-                self.published_bytes += sum(len(p) for _, p, original in messages if original)
-            else:
-                self.dropped += count  # copies are not counted: their originals are
+            target = self._targets.get(name)
+            if target is None:
+                target = self._targets[name] = _Target()
+            if target.sending is not None and not target.sending.done():
+                self.dropped += count
+                continue
+            task = asyncio.create_task(self._send_to(node, target, messages))
+            target.sending = task
+            started[task] = count
+        sent = 0
+        if started:
+            done, late = await asyncio.wait(started, timeout=SLOW_S)
+            for task in done:
+                if task.result():
+                    sent += started[task]
+                else:
+                    self.dropped += started[task]
+            for task in late:  # counted when it ends
+                task.add_done_callback(functools.partial(self._settle, started[task]))
         self.dropped += uncovered
-        if uncovered or self._stale:
-            # Once per failure, not per batch dropped while a master is down.
+        if (uncovered or self._stale) and (self._reload is None or self._reload.done()):
+            # Once per failure, not per batch dropped while a master is down; in the
+            # background: a seed that hangs would hold the batches up until its timeout.
             self._stale = False
-            await self._reload_quietly()
+            self._reload = asyncio.create_task(self._reload_quietly())
         if due:
             await self._note(due)
         return sent
 
-    async def _send_to(self, node: ClusterNode, messages: list[_Message]) -> bool:
+    def _settle(self, count: int, task: asyncio.Task[bool]) -> None:
+        """A part that outlasted its batch's SLOW_S has ended: count it."""
+        if not task.cancelled() and task.result():
+            self.published += count
+        else:
+            self.dropped += count
+
+    async def _send_to(self, node: ClusterNode, target: _Target, messages: list[_Message]) -> bool:
         """One master's part of a batch, in one pipeline; False when it was dropped."""
-        target = self._targets.get(node.name)
-        if target is None:
-            target = self._targets[node.name] = _Target()
         if target.client is None:
             if time.monotonic() < target.retry_at:
                 return False  # down: its regions are dropped until it is tried again
@@ -246,7 +277,7 @@ class ClusterBus(RedisBus):
                 for wire, payload, _ in messages:
                     pipe.spublish(wire, payload)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # a Redis error mostly; whatever it is, the part is lost
             if target.backoff.first:
                 log.warning("bus: publishing to %s failed, dropping its part: %s", node.name, exc)
             await self._drop_target(target)
@@ -254,6 +285,7 @@ class ClusterBus(RedisBus):
             target.retry_at = time.monotonic() + backoff_delay(target.backoff.attempt)
             target.backoff.attempt += 1
             return False
+        self.published_bytes += sum(len(p) for _, p, original in messages if original)
         if target.backoff.succeeded():
             self.reconnects += 1
             log.info("bus: publishing to %s again", node.name)

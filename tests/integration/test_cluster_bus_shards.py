@@ -8,6 +8,8 @@ master killed takes only its regions away until it is back.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -229,3 +231,50 @@ async def test_a_region_whose_slot_moves_is_heard_from_its_new_master(
         await until(on_the_new_master, "B subscribed on the new master only", WAIT_S)
     finally:
         redis_cluster.move_slot(slot, old)
+
+
+class Arrivals(Recorder):
+    """A Recorder that also notes when each payload arrived (monotonic)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: dict[bytes, float] = {}
+
+    def __call__(self, channel: str, payload: bytes) -> None:
+        self.at.setdefault(payload, time.monotonic())
+        super().__call__(channel, payload)
+
+
+async def test_a_hung_master_holds_up_no_other_region(
+    redis_cluster_url: str, redis_cluster: RedisClusterServers
+) -> None:
+    """A master that accepts connections and never answers (SIGSTOP): the publisher's parts for
+    it time out after the socket timeout (2 s); meanwhile the windows of a region on another
+    master keep crossing without waiting for it (a batch waits SLOW_S at most)."""
+    hung, kept = spread_regions(redis_cluster, 2)
+    a, b, got = ClusterBus(redis_cluster_url), ClusterBus(redis_cluster_url), Arrivals()
+    b.set_positions({hung, kept})
+    a.set_positions(set())
+    await b.start("B", got)
+    await a.start("A", Recorder())
+    windows = Windows(a, "A")
+    victim = redis_cluster.master_of(wire_name(hung))
+    try:
+        await until(heard_anew(windows, got, hung), "the region to hang", WAIT_S)
+        await until(heard_anew(windows, got, kept), "the region to keep", WAIT_S)
+        victim.pause()
+        sent_at: dict[bytes, float] = {}
+        end = time.monotonic() + 3.0  # past the socket timeout and a retry
+        while time.monotonic() < end:
+            windows.publish(hung)  # so every batch has a part for the hung master
+            sent_at[windows.publish(kept)] = time.monotonic()
+            await asyncio.sleep(0.1)  # pacing the publisher, not synchronising
+        await until(lambda: all(p in got.at for p in sent_at), "every kept window", WAIT_S)
+        lags = [got.at[p] - t for p, t in sent_at.items()]
+        assert max(lags) < 1.0, f"kept windows waited for the hung master: {max(lags):.2f} s"
+        assert a.stats()["dropped"] > 0
+    finally:
+        victim.resume()
+        await a.close()
+        await b.close()
+        redis_cluster.wait_state("ok")
