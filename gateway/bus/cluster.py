@@ -16,8 +16,8 @@ all sent at once (a batch takes the slowest master's round trip, not the sum), e
 master's previous part. A batch waits SLOW_S at most: a master still busy with an earlier part
 (hung, say, until the socket timeout) loses its part of this one, so it never holds up the
 others' regions. A master that fails loses its part (dropped, counted) and is retried after a
-backoff while the others keep carrying their regions; the slot map is reloaded after each
-failure.
+backoff while the others keep carrying their regions; the slot map is reloaded in the
+background after a failure.
 
 Subscribing: one plain pub/sub connection per master owning a wanted channel (the bus's master
 always), each read by a task of its own. A connection error, MOVED, or a `sunsubscribe` the
