@@ -2,6 +2,7 @@
 
     python scripts/bench_regions.py                  # 2, 4, 8, 16 replicas, 20 bots each, 15 s
     python scripts/bench_regions.py --replicas 2 4 --seconds 5 --bots 10
+    python scripts/bench_regions.py --cluster --replicas 4 --seconds 5   # on a Redis Cluster
 
 N small replicas (one process each, 1 pathfinding worker) share one PostgreSQL and one Redis
 (GATEWAY_DATABASE_URL / GATEWAY_REDIS_URL, or throwaway servers). GatewayProcess i holds `--bots`
@@ -12,14 +13,17 @@ per second, and one viewer. Two phases on the same running replicas:
 - *regions*: viewer i subscribes to region i only (disjoint regions), so replica i hears its
   own region and nothing else.
 Each phase reads `bus.received_bytes` from every replica's /api/performance at its start and
-end and prints the mean inbound bytes/s per replica. Figures are printed, never asserted; the
-machine's load shows in them.
+end and prints the mean inbound bytes/s per replica. With `--cluster` Redis is a throwaway
+cluster of three masters, and each phase also prints each master's share of the bytes the
+masters sent (`total_net_output_bytes` of INFO stats: pub/sub deliveries, most of it, and every
+other reply). Figures are printed, never asserted; the machine's load shows in them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import shutil
 import tempfile
@@ -30,10 +34,13 @@ from typing import Any
 import aiohttp
 
 from gateway.auth import issue_token
+from gateway.bus.cluster import TAG
 from gateway.client import BotClient, ViewerClient
 from gateway.testing.backends import ClusterBackends
 from gateway.testing.gateway_process import GatewayProcess, start_replicas
 from gateway.testing.net import free_port
+from gateway.testing.redis_cluster import RedisClusterServers
+from gateway.testing.redis_server import RedisServer
 
 REGION = 512
 
@@ -44,6 +51,19 @@ async def _received(session: aiohttp.ClientSession, replica: GatewayProcess, tok
     ) as resp:
         perf: dict[str, Any] = await resp.json()
     return int(perf["bus"]["received_bytes"])
+
+
+def _sent_bytes(master: RedisServer) -> int:
+    """What `master` has sent to its clients since it started (INFO stats)."""
+    for line in master.command("INFO", "stats").decode().splitlines():
+        if line.startswith("total_net_output_bytes:"):
+            return int(line.split(":", 1)[1])
+    raise RuntimeError("no total_net_output_bytes in INFO stats")
+
+
+def _shares(before: list[int], after: list[int]) -> list[float]:
+    sent = [a - b for a, b in zip(after, before, strict=True)]
+    return [x / max(1, sum(sent)) for x in sent]
 
 
 async def _walk(bots: list[tuple[int, BotClient]], hz: float, stop: asyncio.Event) -> None:
@@ -63,7 +83,9 @@ async def _phase(
     regions: bool,
     seconds: float,
     tok: str,
-) -> float:
+    masters: list[RedisServer],
+) -> tuple[float, list[float]]:
+    """Mean inbound bus bytes/s per replica, and each master's share of the bytes sent."""
     for i, viewer in enumerate(viewers):
         if regions:
             await viewer.subscribe("overworld", [i * REGION, 0, i * REGION + REGION - 1, 511])
@@ -72,16 +94,19 @@ async def _phase(
     async with aiohttp.ClientSession() as session:
         await asyncio.sleep(2.0)  # subscriptions settle; the window below measures steady state
         before = [await _received(session, r, tok) for r in replicas]
+        sent_before = [_sent_bytes(m) for m in masters]
         started = time.monotonic()
         await asyncio.sleep(seconds)
         after = [await _received(session, r, tok) for r in replicas]
+        sent_after = [_sent_bytes(m) for m in masters]
         elapsed = time.monotonic() - started
-    return sum(a - b for a, b in zip(after, before, strict=True)) / len(replicas) / elapsed
+    inbound = sum(a - b for a, b in zip(after, before, strict=True)) / len(replicas) / elapsed
+    return inbound, _shares(sent_before, sent_after)
 
 
 async def _run_n(
-    backends: ClusterBackends, n: int, args: argparse.Namespace
-) -> tuple[float, float]:
+    backends: ClusterBackends, n: int, args: argparse.Namespace, masters: list[RedisServer]
+) -> tuple[tuple[float, list[float]], tuple[float, list[float]]]:
     secret = secrets.token_hex(32)
     work = Path(tempfile.mkdtemp(prefix="aicraft-bench-regions-"))
     replicas = start_replicas(
@@ -108,8 +133,8 @@ async def _run_n(
             await viewer.start()
             viewers.append(viewer)
         walking = asyncio.create_task(_walk(bots, args.hz, stop))
-        every = await _phase(replicas, viewers, False, args.seconds, admin)
-        regions = await _phase(replicas, viewers, True, args.seconds, admin)
+        every = await _phase(replicas, viewers, False, args.seconds, admin, masters)
+        regions = await _phase(replicas, viewers, True, args.seconds, admin, masters)
         stop.set()
         await walking
         return every, regions
@@ -130,16 +155,42 @@ async def main() -> None:
     parser.add_argument("--bots", type=int, default=20, help="bots per replica")
     parser.add_argument("--hz", type=float, default=5.0, help="updates per bot per second")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each phase")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="a throwaway Redis Cluster of three masters: print each one's share of bytes sent",
+    )
     args = parser.parse_args()
-    backends = ClusterBackends.from_env_or_throwaway()
+    cluster = RedisClusterServers() if args.cluster else None
+    env = dict(os.environ)
+    if cluster is not None:
+        cluster.start()
+        env["GATEWAY_REDIS_URL"] = cluster.url
+    masters = [] if cluster is None else cluster.nodes
+    bus_master = None if cluster is None else cluster.master_of(TAG)
+    bus = " (bus)"
     try:
-        print(f"{args.bots} bots per replica at {args.hz:g} Hz, {args.seconds:g} s per phase")
-        print("replicas | inbound B/s per replica, all-fleet | region channels")
-        for n in args.replicas:
-            every, regions = await _run_n(backends, n, args)
-            print(f"{n:8d} | {every:34,.0f} | {regions:15,.0f}", flush=True)
+        backends = ClusterBackends.from_env_or_throwaway(env)
+        try:
+            print(f"{args.bots} bots per replica at {args.hz:g} Hz, {args.seconds:g} s per phase")
+            print("replicas | inbound B/s per replica, all-fleet | region channels")
+            for n in args.replicas:
+                (every, every_shares), (regions, region_shares) = await _run_n(
+                    backends, n, args, masters
+                )
+                print(f"{n:8d} | {every:34,.0f} | {regions:15,.0f}", flush=True)
+                if masters:
+                    for phase, shares in (("all-fleet", every_shares), ("regions", region_shares)):
+                        each = ", ".join(
+                            f"{m.port}{bus if m is bus_master else ''}: {x:.0%}"
+                            for m, x in zip(masters, shares, strict=True)
+                        )
+                        print(f"         | masters' share of bytes sent, {phase}: {each}")
+        finally:
+            backends.close()
     finally:
-        backends.close()
+        if cluster is not None:
+            cluster.close()
 
 
 if __name__ == "__main__":

@@ -88,10 +88,13 @@ class Joined:
 
 @dataclass(frozen=True, slots=True)
 class Left:
-    """The sender's bot went away (EVENTS)."""
+    """The sender's bot went away (EVENTS). `ts`: the cut of the sender's last window with
+    the NPC (0: none); its windows cut no later are older than the leave, should they arrive
+    after it (gateway/core/late_windows.py)."""
 
     kind: ClassVar[str] = "left"
     npc: str
+    ts: int
 
 
 @dataclass(frozen=True, slots=True)

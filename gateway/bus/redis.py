@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio.client import PubSub
@@ -28,6 +29,8 @@ from gateway.bus.messages import sender_prefix
 from gateway.redis_pool import AnyRedis, fail_fast_client
 
 log = logging.getLogger(__name__)
+
+OnControl = Callable[[str, bytes | None], None]  # (kind, channel) of a non-message
 
 # What a subscription hears back, for plain, pattern and sharded (cluster) pub/sub alike.
 _CONFIRMATIONS = ("subscribe", "psubscribe", "ssubscribe")
@@ -166,7 +169,7 @@ class RedisBus:
                     self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))
                 ]
                 try:
-                    await self._send(batch)
+                    sent = await self._send(batch)
                 except (RedisError, OSError) as exc:
                     # At most once: what was in flight is dropped too.
                     self.dropped += len(batch)
@@ -177,7 +180,7 @@ class RedisBus:
                     self.dropped += len(batch)
                     log.exception("bus: could not send a batch of %d", len(batch))
                     continue
-                self.published += len(batch)
+                self.published += sent
 
     async def _connect_publisher(self) -> None:
         """Make sure the publishing connection reaches Redis (raises if it does not)."""
@@ -192,7 +195,8 @@ class RedisBus:
         self._queue.clear()
         self._wakeup.set()
 
-    async def _send(self, batch: list[tuple[str, bytes]]) -> None:
+    async def _send(self, batch: list[tuple[str, bytes]]) -> int:
+        """Send `batch`; how many of it went out (the others were dropped and counted)."""
         assert self._pub is not None
         if len(batch) == 1:
             await self._pub.publish(*batch[0])
@@ -202,6 +206,7 @@ class RedisBus:
                     pipe.publish(channel, payload)
                 await pipe.execute()
         self.published_bytes += sum(len(payload) for _, payload in batch)
+        return len(batch)
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -266,7 +271,15 @@ class RedisBus:
         """The bus channel of a channel name heard from Redis."""
         return heard.decode()
 
-    async def _subscribe(self, pubsub: PubSub, channels: list[str], *, pattern: bool) -> None:
+    async def _subscribe(
+        self,
+        pubsub: PubSub,
+        channels: list[str],
+        *,
+        pattern: bool,
+        on_control: OnControl | None = None,
+    ) -> None:
+        on_control = on_control or self._on_control
         await self._subscribe_to(pubsub, channels)
         pending = {self._confirmation_of(c) for c in channels}
         if pattern:
@@ -280,7 +293,7 @@ class RedisBus:
             if msg["type"] in _MESSAGES:
                 self._deliver(msg["channel"], msg["data"])
                 continue
-            self._on_control(msg["type"], msg["channel"])
+            on_control(msg["type"], msg["channel"])
             if msg["type"] in _CONFIRMATIONS:
                 pending.discard(msg["channel"])
 
@@ -317,7 +330,8 @@ class RedisBus:
         """How often to look at the regions again without being told (None: only when told)."""
         return None
 
-    async def _receive(self, pubsub: PubSub) -> None:
+    async def _receive(self, pubsub: PubSub, on_control: OnControl | None = None) -> None:
+        on_control = on_control or self._on_control
         loop = asyncio.get_running_loop()
         last_rx = loop.time()
         while not self._closed:
@@ -334,7 +348,7 @@ class RedisBus:
             if msg["type"] in _MESSAGES:
                 self._deliver(msg["channel"], msg["data"])
             else:
-                self._on_control(msg["type"], msg["channel"])
+                on_control(msg["type"], msg["channel"])
 
     def _on_control(self, kind: str, channel: bytes | None) -> None:
         """A (un)subscription confirmation or a PONG, in the order Redis sent it."""

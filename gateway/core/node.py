@@ -53,6 +53,7 @@ from gateway.core.commands import CommandRouter
 from gateway.core.guards import GuardedPresence, GuardedStore
 from gateway.core.hub import Hub
 from gateway.core.journal import Journal
+from gateway.core.late_windows import LateWindows
 from gateway.core.learning import TASK_EVENTS, apply_task, parse_task
 from gateway.core.leaves import LeaveLog
 from gateway.core.peers import PeerWatch
@@ -176,6 +177,7 @@ class Node:
         self.peers = PeerWatch(silence_s=PEER_SILENCE_S)
         self.bus_rejected = 0  # bus payloads that did not decode
         self.leaves = LeaveLog()  # every `left` viewers were told, for snapshots read meanwhile
+        self.late_windows = LateWindows()  # peers' leaves, against their windows that trail them
         self.registry = Registry(self.store, cache, self.presence, self.live, self.recent_status)
         # NPCs dropped from `live` while not heard: stale until they move again in hearing.
         self._forgotten: set[str] = set()
@@ -574,7 +576,9 @@ class Node:
         self._announce(Joined(npc=npc_id))
 
     def bot_left(self, npc_id: str) -> None:
-        self._announce(Left(npc=npc_id))
+        # Our last window with it: one still on its way (on another master of a Redis Cluster)
+        # must not bring it back once the `left` is shown.
+        self._announce(Left(npc=npc_id, ts=self._live_ts.get(npc_id, 0)))
 
     def npc_deleted(self, npc_id: str) -> None:
         """Forget the NPC everywhere and close its bot (4404) on whichever replica holds it."""
@@ -605,7 +609,9 @@ class Node:
             case Joined(npc):
                 if sender is None or self.peers.joined(npc, sender):
                     self.tell_viewers("joined", npc, self.live.get(npc))
-            case Left(npc):
+            case Left(npc, ts):
+                if sender is not None:
+                    self.late_windows.left(npc, sender, ts, time.monotonic())
                 if sender is None or self.peers.left(npc, sender):
                     self.tell_viewers("left", npc, self.live.get(npc))
             case Deleted(npc):
@@ -661,7 +667,7 @@ class Node:
             self._show_remote()  # positions heard before an event reach viewers before it
         match message:
             case PositionsWindow(ts, rows):
-                self._apply_remote_window(ts, rows)
+                self._apply_remote_window(sender, ts, rows)
             case WorldSections(rows):
                 self.world.apply_rows(rows)
             case Command() | CommandOutcome():
@@ -673,7 +679,7 @@ class Node:
             case _:
                 self._apply_event(sender, message)
 
-    def _apply_remote_window(self, ts: int, rows: Sequence[PositionRow]) -> None:
+    def _apply_remote_window(self, sender: str, ts: int, rows: Sequence[PositionRow]) -> None:
         """Another replica's window for one region: merged into our viewers' view unless it is
         older than what they already have for an NPC (a bot that moved between replicas:
         never go backwards).
@@ -682,8 +688,10 @@ class Node:
         together: they are gathered until this turn of the event loop ends and go to the
         viewers as one frame per cut, and an NPC that crossed a border (sent to both
         regions) is in it once (should the two arrive in different turns, it is sent twice:
-        a repeat, never a step back)."""
+        a repeat, never a step back). Rows of an NPC the sender said `left` after this cut
+        are dropped: the window trailed the `left` (gateway/core/late_windows.py)."""
         seen = self._live_ts
+        rows = self.late_windows.on_time(sender, ts, rows, time.monotonic())
         window = self._remote.get(ts)
         if window is None:
             window = self._remote[ts] = {}

@@ -12,6 +12,8 @@ import shutil
 import subprocess
 import time
 
+from redis.crc import key_slot
+
 from gateway.testing.net import free_port
 from gateway.testing.redis_server import RedisServer
 
@@ -64,6 +66,43 @@ class RedisClusterServers:
         if done.returncode != 0:
             output = (done.stdout + done.stderr).decode(errors="replace")
             raise RuntimeError(f"redis-cli --cluster create failed: {output}")
+
+    def master_of(self, key: str) -> RedisServer:
+        """The master whose slot ranges (its own line of CLUSTER NODES) hold `key`'s slot."""
+        return self.master_of_slot(key_slot(key.encode()))
+
+    def master_of_slot(self, slot: int) -> RedisServer:
+        for node in self.nodes:
+            lines = node.command("CLUSTER", "NODES").decode().splitlines()
+            mine = next(line for line in lines if "myself" in line)
+            for part in mine.split()[8:]:
+                low, _, high = part.partition("-")
+                if int(low) <= slot <= int(high or low):
+                    return node
+        raise RuntimeError(f"no master owns slot {slot}")
+
+    def node_id(self, node: RedisServer) -> str:
+        reply = node.command("CLUSTER", "MYID")  # a bulk string: $40, the id
+        return reply.split(b"\r\n")[1].decode()
+
+    def move_slot(self, slot: int, to: RedisServer) -> None:
+        """Give `slot`, which holds no keys, to master `to` as a resharding would (nothing to
+        migrate): importing, migrating, then the new owner told to every master."""
+        source = self.master_of_slot(slot)
+        if source is to:
+            return
+        source_id, to_id = self.node_id(source), self.node_id(to)
+        steps = [
+            (to, "IMPORTING", source_id),
+            (source, "MIGRATING", to_id),
+        ]
+        # The new owner first, then the old, then the others.
+        others = [n for n in self.nodes if n is not to and n is not source]
+        steps += [(n, "NODE", to_id) for n in (to, source, *others)]
+        for node, how, node_id in steps:
+            reply = node.command("CLUSTER", "SETSLOT", str(slot), how, node_id)
+            if not reply.startswith(b"+OK"):
+                raise RuntimeError(f"CLUSTER SETSLOT {slot} {how} on {node.port}: {reply!r}")
 
     def state(self, node: RedisServer) -> str:
         """`cluster_state` as `node` sees it ("ok", "fail"), or "" if it does not answer."""

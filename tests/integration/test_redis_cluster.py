@@ -4,7 +4,8 @@ Two in-process replicas on real ports share a throwaway PostgreSQL database and 
 throwaway cluster. A bot on A, a viewer on B: B sees its positions and its joined/left over the
 sharded bus. Then the master carrying the bus is SIGKILLed, the others mark it failed, it is
 started again (same port, same nodes.conf: it rejoins, empty) and the replicas recover by
-themselves. No replicas in the cluster: its slots are unavailable meanwhile.
+themselves. No replicas in the cluster: its slots are unavailable meanwhile. Bots in regions on
+two other masters reach the viewer over a subscription on each of those masters.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.bus.cluster import TAG
+from gateway.bus.cluster import TAG, wire_name
 from gateway.cache.redis import DATA_PREFIX, RedisCache
 from gateway.client import BotClient, ViewerClient
 from gateway.redis_pool import redis_client
@@ -24,6 +25,7 @@ from gateway.testing.postgres_server import PostgresServer
 from gateway.testing.redis_cluster import RedisClusterServers
 from gateway.testing.redis_server import RedisServer
 from tests.harness import Rest, RunningGateway, gateway_settings, running_gateway, token
+from tests.integration.test_cluster_bus_shards import shard_subscribers, spread_regions
 from tests.wait import until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -168,3 +170,39 @@ async def test_cache_invalidations_made_while_a_master_is_down_are_replayed(
     finally:
         await raw.aclose()
         await cache.close()
+
+
+async def test_a_viewer_hears_regions_spread_over_the_masters(
+    pair: tuple[RunningGateway, RunningGateway], redis_cluster: RedisClusterServers
+) -> None:
+    """Bots of A in two regions on two masters (neither the bus's); B's viewer, without a
+    filter, hears both, over a connection to each region's own master."""
+    a, b = pair
+    regions = spread_regions(redis_cluster, 2)
+    xs = [float(region.rsplit(":", 2)[1]) * 512 + 5 for region in regions]
+    async with (
+        ViewerClient(b.ws, token("viewer", "far")) as viewer,
+        BotClient(a.ws, token("npc", "west")) as west,
+        BotClient(a.ws, token("npc", "east")) as east,
+    ):
+        for bot, x in zip((west, east), xs, strict=True):
+            await bot.send_position(x, 64, 5)
+        await viewer.wait_for_npc("west", WAIT_S, online=True, x=xs[0])
+        await viewer.wait_for_npc("east", WAIT_S, online=True, x=xs[1])
+        # Its first windows came as copies on the bus's master; B subscribes to the region
+        # once it reads it in the registry (within a second).
+        masters = [redis_cluster.master_of(wire_name(region)) for region in regions]
+        assert len({m.port for m in masters}) == 2
+
+        def on_their_own_masters() -> bool:
+            return all(
+                shard_subscribers(node, wire_name(region)) == (1 if node is master else 0)
+                for region, master in zip(regions, masters, strict=True)
+                for node in redis_cluster.nodes
+            )
+
+        await until(on_their_own_masters, "B subscribed on each region's master", WAIT_S)
+        for bot, x in zip((west, east), xs, strict=True):  # and hears them there
+            await bot.send_position(x + 1, 64, 5)
+        await viewer.wait_for_npc("west", WAIT_S, x=xs[0] + 1)
+        await viewer.wait_for_npc("east", WAIT_S, x=xs[1] + 1)

@@ -11,7 +11,8 @@ import dataclasses
 from pathlib import Path
 
 from gateway.bus import MemoryBroker
-from gateway.regions import REGION_BLOCKS
+from gateway.bus.messages import PositionsWindow, encode
+from gateway.regions import REGION_BLOCKS, region_channel
 from tests.harness import Peer, gateway_settings, running_gateway
 
 HOUR_MS = 3_600_000  # a tick that never fires by itself
@@ -72,3 +73,35 @@ async def test_a_replica_alone_on_its_bus_publishes_no_positions(tmp_path: Path)
             a.node.tick()
             await next_frame_then_nothing(viewer)
             assert a.node.windows_published == 1
+
+
+async def test_a_window_that_trails_its_npcs_left_does_not_bring_it_back(tmp_path: Path) -> None:
+    """On a Redis Cluster a replica's `left` (events channel) can overtake its last window of
+    the bot (a region channel on another master). Such a window, cut no later than the
+    `left` says, is dropped; a later cut (the bot back on that replica) is shown."""
+    broker = MemoryBroker()
+    here = gateway_settings(tmp_path / "a", tick_ms=HOUR_MS)
+    there = dataclasses.replace(here, data_dir=tmp_path / "b", replica_id="there")
+    async with running_gateway(here, broker) as a, running_gateway(there, broker) as b:
+        viewer, _ = await a.viewer()
+        walker = await b.bot("walker")
+        await move(walker, 10.0)
+        b.node.tick()
+        assert [u["id"] for u in await next_frame_then_nothing(viewer)] == ["walker"]
+        cut = b.node._live_ts["walker"]
+
+        await walker.close()
+        await viewer.recv_until(lambda m: m == {"type": "left", "id": "walker"})
+        # The window of that cut arriving only now, as it could from another master.
+        channel = region_channel("overworld", 10.0, 10.0)
+        row = ("walker", 99.0, 64.0, 10.0, 0.0, 0.0, "overworld")
+        b.node.bus.publish(channel, encode("there", PositionsWindow(ts=cut, rows=[row])))
+        # A fence behind it on the same channel: a window of another bot, cut later.
+        fence = ("fence", 11.0, 64.0, 10.0, 0.0, 0.0, "overworld")
+        b.node.bus.publish(channel, encode("there", PositionsWindow(ts=cut + 1, rows=[fence])))
+        assert [u["id"] for u in await next_frame_then_nothing(viewer)] == ["fence"]
+
+        # The bot back on that replica: its new windows are newer than the leave, shown.
+        b.node.bus.publish(channel, encode("there", PositionsWindow(ts=cut + 2, rows=[row])))
+        updates = await next_frame_then_nothing(viewer)
+        assert [(u["id"], u["x"]) for u in updates] == [("walker", 99.0)]

@@ -42,7 +42,7 @@ EXAMPLES: list[Message] = [
     Online(npcs=("n1", "n2")),
     Online(npcs=()),
     Joined(npc="n1"),
-    Left(npc="n1"),
+    Left(npc="n1", ts=1_765_000_000_123),
     Status(npc="n1", status="mining"),
     Deleted(npc="n1"),
     Kick(npc="n1"),
