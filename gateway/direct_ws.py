@@ -8,7 +8,7 @@ ping, errors such as a frame over the size limit) still go through the queue, so
 and aiohttp's close handshake work as usual.
 
 This leans on aiohttp internals (`WebSocketResponse._post_start`, which `_post_start` below
-mirrors, the reader's queue and parser classes, and the writer's `_write_websocket_frame` for
+mirrors, the reader's queue and parser classes, and the writer's `transport` for
 `write_now`). aiohttp is pinned below its next minor, and `shape_problem()` checks at start-up
 that each is what this module was written against (signatures, and the mirrored method's
 source). `configure()` turns both shortcuts on only if they are and GATEWAY_DIRECT_DISPATCH is
@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import inspect
 import logging
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -68,9 +69,18 @@ def shape_problem() -> str | None:
             reader_py.WebSocketReader.__init__,
             ["self", "queue", "max_msg_size", "compress", "decode_text"],
         ),
-        "WebSocketWriter._write_websocket_frame": (
-            getattr(WebSocketWriter, "_write_websocket_frame", None),
-            ["self", "message", "opcode", "rsv"],
+        "WebSocketWriter.__init__": (  # write_now writes to its `transport`
+            WebSocketWriter.__init__,
+            [
+                "self",
+                "protocol",
+                "transport",
+                "use_mask",
+                "limit",
+                "random",
+                "compress",
+                "notakeover",
+            ],
         ),
         "WebSocketResponse._post_start": (
             getattr(web.WebSocketResponse, "_post_start", None),
@@ -206,13 +216,29 @@ class DirectWebSocketResponse(LingeringWebSocketResponse):
 
 WRITE_NOW_LIMIT = 64 * 1024  # bytes already waiting in the transport: beyond, queue instead
 
+_HEADER_SHORT = struct.Struct("!BB").pack  # RFC 6455 §5.2: payload length < 126
+_HEADER_16 = struct.Struct("!BBH").pack  # < 65,536: 126, then 16 bits
+_HEADER_64 = struct.Struct("!BBQ").pack  # otherwise: 127, then 64 bits
+
+
+def frame_header(opcode: int, length: int) -> bytes:
+    """The header of an unmasked, final, uncompressed frame (a server's): RFC 6455 §5.2."""
+    first = 0x80 | opcode
+    if length < 126:
+        return _HEADER_SHORT(first, length)
+    if length < 65536:
+        return _HEADER_16(first, 126, length)
+    return _HEADER_64(first, 127, length)
+
 
 def write_now(ws: web.WebSocketResponse, payload: bytes, opcode: WSMsgType) -> bool:
     """Write one frame synchronously if the socket is keeping up; False means the caller
     must queue it (something is already waiting, or the socket is closing).
 
     Saves a task switch per message for the common case of a peer that reads promptly;
-    back-pressure (awaiting drain) stays with the caller's writer task.
+    back-pressure (awaiting drain) stays with the caller's writer task. Header and payload
+    go out in one `writev` (aiohttp writes a large frame's header on its own: one more
+    syscall, and one more TCP segment that wakes the reader for ten bytes).
     """
     if not _Switch.enabled:
         return False
@@ -224,5 +250,5 @@ def write_now(ws: web.WebSocketResponse, payload: bytes, opcode: WSMsgType) -> b
         return False
     if transport.get_write_buffer_size() > WRITE_NOW_LIMIT:
         return False
-    writer._write_websocket_frame(payload, opcode, 0)
+    transport.writelines((frame_header(opcode, len(payload)), payload))
     return True

@@ -28,11 +28,11 @@ def test_the_pinned_aiohttp_has_the_expected_shape() -> None:
 def test_a_changed_signature_turns_the_shortcuts_off(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def moved(self: Any, message: bytes, opcode: int, rsv: int, compress: int) -> None: ...
+    def moved(self: Any, protocol: Any, *, use_mask: bool = False) -> None: ...  # no transport
 
-    monkeypatch.setattr(WebSocketWriter, "_write_websocket_frame", moved)
+    monkeypatch.setattr(WebSocketWriter, "__init__", moved)
     problem = direct_ws.shape_problem()
-    assert problem is not None and "_write_websocket_frame" in problem
+    assert problem is not None and "WebSocketWriter.__init__" in problem
     assert direct_ws.configure(True) is False
     assert "direct dispatch off: aiohttp" in caplog.text
     assert direct_ws.dispatch_enabled() is False
