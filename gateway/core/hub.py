@@ -40,7 +40,9 @@ class Hub:
         self.tasks = tasks or TaskOwner("hub")  # the closes it starts
         self.bots: dict[str, BotLink] = {}
         self.connections_closed = 0  # bots and viewers gone since start (the GC's cue)
-        self.viewers: set[ViewerLink] = set()
+        # In the order they came (a dict of keys): each tick writes to them in that order,
+        # as a plain service walking its list of sockets would.
+        self.viewers: dict[ViewerLink, None] = {}
         self.stall_timeout_s = stall_timeout_s
         self.frames_broadcast = 0
         self.bot_stall_s = bot_stall_s
@@ -69,12 +71,12 @@ class Hub:
     # -- viewers ------------------------------------------------------------------------------
 
     def add_viewer(self, viewer: ViewerLink) -> None:
-        self.viewers.add(viewer)
+        self.viewers[viewer] = None
         self.views_changed()
 
     def remove_viewer(self, viewer: ViewerLink) -> None:
         if viewer in self.viewers:
-            self.viewers.discard(viewer)
+            del self.viewers[viewer]
             self.connections_closed += 1
             self.views_changed()
 
