@@ -472,14 +472,17 @@ class Node:
 
     def _deliver_window(self, window: dict[str, PositionUpdate]) -> None:
         ts = now_ms()
-        previous = {npc: self.live[npc] for npc in window if npc in self.live}
+        # One replica on its in-process bus has nobody to tell: no regions, nor what they need.
+        publish = not self.bus.alone()
+        if publish:  # taken before `live` moves on: border crossings go to both regions
+            previous = {npc: self.live[npc] for npc in window if npc in self.live}
         # Broadcast before `live` moves on: the hub compares with the previous positions.
         self.hub.broadcast_positions(window, ts, self.live)
         self.live.update(window)
         if self._forgotten:
             self._forgotten.difference_update(window)
         self._live_ts.update(dict.fromkeys(window, ts))
-        if not self.bus.alone():  # one replica on its in-process bus: nobody to tell
+        if publish:
             self._publish_regions(window, previous, ts)
 
     def _publish_regions(
