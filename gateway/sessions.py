@@ -52,7 +52,3 @@ def encoding_of(ws: web.WebSocketResponse) -> Encoding:
 def frame_type_of(encoding: Encoding) -> WSMsgType:
     """JSON travels in text frames, msgpack in binary ones."""
     return WSMsgType.TEXT if encoding is Encoding.JSON else WSMsgType.BINARY
-
-
-def expects(frame_type: WSMsgType, encoding: Encoding) -> bool:
-    return frame_type is frame_type_of(encoding)

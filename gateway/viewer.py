@@ -19,13 +19,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from gateway.core.links import QueuedEvent
 from gateway.core.telemetry import Telemetry
 from gateway.history import Entry
 from gateway.outbox import Outbox
 from gateway.protocol import Area, CloseCode, Encoding, in_view, positions_frame
+from gateway.sessions import frame_type_of
 from gateway.types import PositionUpdate
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,12 @@ class ViewerConnection:
         self.telemetry = telemetry
         self.offered_at = 0.0  # monotonic time the pending positions were first offered
         self.encoding = encoding
-        opcode = WSMsgType.TEXT if encoding is Encoding.JSON else WSMsgType.BINARY
         self.outbox = Outbox(
-            ws, opcode, latest=self._send_positions, failed=self._failed, name="viewer-writer"
+            ws,
+            frame_type_of(encoding),
+            latest=self._send_positions,
+            failed=self._failed,
+            name="viewer-writer",
         )
         self.transport = transport
         self.dim: str | None = None

@@ -34,7 +34,7 @@ from gateway.protocol import (
     viewer_welcome,
 )
 from gateway.ratelimit import FloodGuard
-from gateway.sessions import RATE_LIMITED, encoding_of, expects, websocket
+from gateway.sessions import RATE_LIMITED, encoding_of, frame_type_of, websocket
 from gateway.store import StoreUnavailable
 from gateway.token_deadline import TokenDeadline
 from gateway.viewer import ViewerConnection
@@ -200,7 +200,7 @@ async def _viewer_receive_loop(
                 viewer.offer_message(encode(RATE_LIMITED, encoding))
             continue
         try:
-            if not expects(frame.type, encoding):
+            if frame.type is not frame_type_of(encoding):
                 raise ProtocolError(ErrorCode.BAD_ENCODING, f"frames must be {encoding.value}")
             msg = decode(frame.data, encoding)
             kind, ref = message_type(msg, VIEWER_TYPES)
